@@ -1,0 +1,1 @@
+"""Cell math shared by every backend (see ``tinyrnn.cells.math``)."""
