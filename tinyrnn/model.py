@@ -1,0 +1,362 @@
+"""``Model``: a validated graph of layers plus its input description and vocabulary.
+
+A model is immutable once built: its layers and tensors are checked at construction (or at
+load), its weights are read-only arrays (memory-mapped from the file when loaded), and the
+kernel-ready forms backends derive from them are cached on it. Running never mutates a
+model, so one model can serve any number of streams and threads.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from . import spec
+from .errors import DeviceError, InputError, ModelFormatError
+from .layers import Embedding, Layer, Recurrent, layer_from_config
+
+
+class InputSpec:
+    """What a model reads per step: token ids (``tokens=True``) or a float feature array."""
+
+    def __init__(self, tokens: bool = False, shape: tuple[int, ...] = (), vocab_size: int | None = None):
+        self.tokens = bool(tokens)
+        self.shape = () if tokens else tuple(int(s) for s in shape)
+        self.vocab_size = vocab_size
+        if self.tokens and not (isinstance(vocab_size, int) and vocab_size >= 1):
+            raise ModelFormatError(f"a token input needs a positive vocab_size, found {vocab_size!r}")
+        if not self.tokens and (not self.shape or any(s < 1 for s in self.shape)):
+            raise ModelFormatError(f"a float input needs a shape of positive sizes, found {shape!r}")
+
+    @classmethod
+    def features(cls, *shape: int) -> "InputSpec":
+        """Float input with per-step feature shape ``shape``."""
+        return cls(False, shape)
+
+    @classmethod
+    def token_ids(cls, vocab_size: int) -> "InputSpec":
+        """Integer token ids in ``[0, vocab_size)``."""
+        return cls(True, (), vocab_size)
+
+    def to_json(self) -> dict:
+        if self.tokens:
+            return {"type": "tokens", "vocab_size": self.vocab_size}
+        return {"type": "float", "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, d: Any) -> "InputSpec":
+        if not isinstance(d, dict) or d.get("type") not in ("tokens", "float"):
+            raise ModelFormatError(f"'input' must be {{'type': 'tokens'|'float', ...}}, found {d!r}")
+        if d["type"] == "tokens":
+            v = d.get("vocab_size")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 24:
+                raise ModelFormatError(f"input vocab_size must be an integer in [1, 2^24], found {v!r}")
+            return cls.token_ids(v)
+        shape = d.get("shape")
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
+                or any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 1 << 24 for s in shape)):
+            raise ModelFormatError(f"input shape must be a list of 1 to 4 sizes in [1, 2^24], found {shape!r}")
+        return cls.features(*shape)
+
+    def __repr__(self):
+        return f"tokens (vocabulary {self.vocab_size})" if self.tokens else f"float {self.shape}"
+
+
+class Model:
+    """A recurrent model ready to run: ``run`` offline, ``stream`` step by step.
+
+    Build one from layers (converters do this), or get one from ``tinyrnn.load``::
+
+        Model(layers, input=InputSpec.features(8))          # layers wired in sequence
+        Model(layers, input=InputSpec.token_ids(98), vocab=list_of_98_strings)
+
+    A layer whose ``inputs`` is empty reads the previous layer's output (the first reads
+    the model input, named ``"input"``); the model's output is the last layer's unless
+    ``output`` names another. Raises ``ModelFormatError`` for any inconsistency.
+    """
+
+    def __init__(self, layers: list[Layer], input: InputSpec, output: str | None = None,
+                 vocab: list[str] | None = None, metadata: dict | None = None):
+        if not layers:
+            raise ModelFormatError("a model needs at least one layer")
+        self.layers = list(layers)
+        self.input = input
+        self.vocab = list(vocab) if vocab is not None else None
+        self.metadata = dict(metadata or {})
+        self._wire()
+        self.output = output if output is not None else self.layers[-1].name
+        self._check_graph()
+        self._check_vocab()
+        self._backend_cache: dict[str, Any] = {}
+        self._token_index = None
+
+    # --- construction checks ------------------------------------------------------------
+    def _wire(self) -> None:
+        prev = "input"
+        for layer in self.layers:
+            if not layer.inputs:
+                layer.inputs = [prev]
+            prev = layer.name
+
+    def _check_graph(self) -> None:
+        shapes: dict[str, tuple[int, ...]] = {"input": self.input.shape}
+        used = set()
+        for layer in self.layers:
+            if layer.name in shapes:
+                raise ModelFormatError(f"layer name {layer.name!r} is used twice (or is the reserved 'input')")
+            if len(layer.inputs) != 1:
+                raise ModelFormatError(f"layer {layer.name!r}: takes 1 input, found {len(layer.inputs)}")
+            for src in layer.inputs:
+                if src not in shapes:
+                    raise ModelFormatError(f"layer {layer.name!r} reads {src!r}, which is not the model input "
+                                           f"or an earlier layer")
+                used.add(src)
+            if self.input.tokens and "input" in layer.inputs and not isinstance(layer, Embedding):
+                raise ModelFormatError(f"layer {layer.name!r} reads token ids directly; only an embedding can")
+            shapes[layer.name] = tuple(layer.output_shape([shapes[s] for s in layer.inputs]))
+        if self.output not in shapes or self.output == "input":
+            raise ModelFormatError(f"output {self.output!r} is not a layer of the model")
+        used.add(self.output)
+        unused = [layer.name for layer in self.layers if layer.name not in used]
+        if unused:
+            raise ModelFormatError(f"layers {unused} feed nothing: remove them or name one as the output")
+        self.shapes = shapes
+
+    def _check_vocab(self) -> None:
+        if self.vocab is None:
+            return
+        if not self.input.tokens:
+            raise ModelFormatError("a vocabulary needs a model that reads token ids")
+        if not all(isinstance(t, str) for t in self.vocab):
+            raise ModelFormatError("vocabulary entries must be strings")
+        if len(self.vocab) != self.input.vocab_size:
+            raise ModelFormatError(f"vocabulary has {len(self.vocab)} entries, the input takes "
+                                   f"{self.input.vocab_size} token ids")
+
+    # --- facts --------------------------------------------------------------------------
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Per-step output feature shape."""
+        return self.shapes[self.output]
+
+    @property
+    def recurrent_layers(self) -> list[Recurrent]:
+        return [layer for layer in self.layers if isinstance(layer, Recurrent)]
+
+    @property
+    def streamable(self) -> bool:
+        """True when every recurrent layer runs forward in time (a stream is causal)."""
+        return all(layer.direction == "forward" for layer in self.recurrent_layers)
+
+    @property
+    def dtype(self) -> str:
+        """Weight storage: 'float32', 'float16', 'int8', or 'mixed'."""
+        kinds = {layer.weights_dtype for layer in self.layers if layer.params}
+        return kinds.pop() if len(kinds) == 1 else ("float32" if not kinds else "mixed")
+
+    def num_params(self) -> int:
+        return sum(layer.num_params() for layer in self.layers)
+
+    def nbytes(self) -> int:
+        """Bytes of stored tensors."""
+        return sum(layer.nbytes() for layer in self.layers)
+
+    # --- serialisation ------------------------------------------------------------------
+    def architecture(self) -> dict:
+        """The JSON description written into a ``.trnn`` file's metadata."""
+        from . import __version__
+
+        return {
+            "format_version": spec.FORMAT_VERSION,
+            "producer": f"tinyrnn {__version__}",
+            "input": self.input.to_json(),
+            "layers": [{"name": l.name, "type": l.type, "inputs": l.inputs, **l.config()} for l in self.layers],
+            "output": self.output,
+            "vocab": self.vocab,
+            "metadata": self.metadata,
+        }
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every stored tensor, named ``<layer>.<param>``."""
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.params.items()}
+
+    @classmethod
+    def from_architecture(cls, arch: Any, tensors: dict[str, np.ndarray]) -> "Model":
+        """Rebuild a model from its JSON description and tensors; ``ModelFormatError`` if
+        anything disagrees (the format reader calls this after checking the byte layout)."""
+        if not isinstance(arch, dict):
+            raise ModelFormatError(f"the architecture must be a JSON object, found {type(arch).__name__}")
+        entries = arch.get("layers")
+        if not isinstance(entries, list) or not entries:
+            raise ModelFormatError("the architecture lists no layers")
+        if len(entries) > 10_000:
+            raise ModelFormatError(f"the architecture lists {len(entries)} layers; at most 10000 are read")
+        grouped: dict[str, dict[str, np.ndarray]] = {}
+        for tname, arr in tensors.items():
+            lname, _, pname = tname.rpartition(".")
+            if not lname:
+                raise ModelFormatError(f"tensor {tname!r} is not named <layer>.<param>")
+            grouped.setdefault(lname, {})[pname] = arr
+        layers = []
+        for entry in entries:
+            layer = layer_from_config(entry, grouped.pop(entry.get("name") if isinstance(entry, dict) else None, {}))
+            layers.append(layer)
+        if grouped:
+            raise ModelFormatError(f"tensors of no layer: {sorted(f'{k}.*' for k in grouped)}")
+        output = arch.get("output")
+        if output is not None and not isinstance(output, str):
+            raise ModelFormatError(f"'output' must be a layer name, found {output!r}")
+        vocab = arch.get("vocab")
+        if vocab is not None and not isinstance(vocab, list):
+            raise ModelFormatError(f"'vocab' must be a list of strings, found {type(vocab).__name__}")
+        meta = arch.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise ModelFormatError(f"'metadata' must be an object, found {type(meta).__name__}")
+        return cls(layers, InputSpec.from_json(arch.get("input")), output, vocab, meta)
+
+    def save(self, path) -> None:
+        """Write the model to ``path`` as a ``.trnn`` (safetensors) file, atomically."""
+        from .format import save
+
+        save(self, path)
+
+    def __reduce__(self):
+        # pickling carries the .trnn bytes, not Python objects (cheap, and safe to unpickle)
+        from .format import dumps, loads
+
+        return (loads, (dumps(self),))
+
+    # --- text models --------------------------------------------------------------------
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids (int64) for ``text``; longest vocabulary entry first.
+
+        Raises ``InputError`` for a model without vocabulary or text it cannot spell.
+        """
+        if self.vocab is None:
+            raise InputError("this model has no vocabulary; feed it token ids or features")
+        if self._token_index is None:
+            index = {}
+            for i, tok in enumerate(self.vocab):
+                index.setdefault(tok, i)
+            self._token_index = (index, max(len(t) for t in self.vocab))
+        index, longest = self._token_index
+        ids, i = [], 0
+        while i < len(text):
+            for n in range(min(longest, len(text) - i), 0, -1):
+                tid = index.get(text[i:i + n])
+                if tid is not None:
+                    ids.append(tid)
+                    i += n
+                    break
+            else:
+                raise InputError(f"character {text[i]!r} at position {i} is not in the model's vocabulary")
+        return np.array(ids, np.int64)
+
+    def decode(self, ids) -> str:
+        """Text for token ids (any integer array-like)."""
+        if self.vocab is None:
+            raise InputError("this model has no vocabulary")
+        arr = np.asarray(ids).reshape(-1)
+        if arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= len(self.vocab)):
+            raise InputError(f"token ids must be integers in [0, {len(self.vocab)}), found "
+                             f"{arr.dtype} in [{arr.min()}, {arr.max()}]")
+        return "".join(self.vocab[i] for i in arr.tolist())
+
+    # --- running ------------------------------------------------------------------------
+    def stream(self, batch: int | None = None, device: str = "cpu", check_finite: bool = False):
+        """A stateful stream: ``step`` one input at a time, ``process`` blocks of steps.
+
+        ``batch=None`` gives one unbatched stream (``step(x (F,)) -> (out,)``); ``batch=B``
+        gives B independent streams (``step(x (B, F)) -> (B, out)``). ``check_finite``
+        makes every input be checked for NaN/inf (``NonFiniteError``); by default they
+        propagate. Raises ``UnsupportedModelError`` for models with layers that run
+        backwards in time.
+        """
+        from .stream import Stream
+
+        return Stream(self, batch=batch, device=device, check_finite=check_finite)
+
+    def run(self, x, lengths=None, state=None, return_state: bool = False, device: str = "cpu",
+            check_finite: bool = False):
+        """Run whole sequences offline (bidirectional layers allowed).
+
+        ``x``: ``(B, T, *features)`` float or ``(B, T)`` token ids; unbatched ``(T, *features)``
+        or ``(T,)`` is answered unbatched. ``lengths`` (B,): steps valid per sequence, the
+        rest is padding whose outputs are zero. ``state``: a dict like ``Stream.state``
+        (``"<layer>.h"``/``"<layer>.c"`` -> ``(B, D, Hr)``) to start from instead of zeros.
+        Returns ``y (B, T, *out)`` float32, and the final state too with ``return_state``.
+        Raises ``InputError`` for inputs of the wrong shape, dtype or values.
+        """
+        from .stream import check_input, check_state, flatten_state
+
+        backend = get_backend(device)
+        xb, batched = check_input(self, x, block=True, check_finite=check_finite)
+        B, T = xb.shape[0], xb.shape[1]
+        lens = _check_lengths(lengths, B, T, batched)
+        st = backend.new_state(self, B)
+        if state is not None:
+            check_state(state, st, backend)
+        if T == 0:
+            y = np.zeros((B, 0, *self.output_shape), np.float32)
+        else:
+            plan = backend.build_plan(self, B, T, st)
+            plan.input[...] = xb
+            if lens is not None:
+                plan.lengths[:] = lens
+            y = backend.to_host(backend.run_plan(plan), copy=False)
+            if lens is not None:
+                mask = np.arange(T)[None, :] >= lens[:, None]  # (B, T) padding
+                y[mask] = 0.0
+        y = y if batched else y[0]
+        if return_state:
+            return y, flatten_state(backend, st)
+        return y
+
+    def __repr__(self) -> str:
+        lines = [f"tinyrnn.Model: {len(self.layers)} layers, {self.num_params():,} parameters, "
+                 f"{self.dtype}, {self.nbytes() / 1e6:.2f} MB"]
+        lines.append(f"  input   {self.input!r}")
+        width = max(len(l.name) for l in self.layers)
+        for layer in self.layers:
+            src = "" if layer.inputs == [self._previous(layer)] else f"  <- {', '.join(layer.inputs)}"
+            lines.append(f"  {layer.name:<{width}}  {layer.type:<10} {layer.describe():<40} "
+                         f"{layer.num_params():>12,}{src}")
+        lines.append(f"  output  {self.output} {self.output_shape}")
+        return "\n".join(lines)
+
+    def _previous(self, layer: Layer) -> str:
+        i = self.layers.index(layer)
+        return "input" if i == 0 else self.layers[i - 1].name
+
+
+def _check_lengths(lengths, B: int, T: int, batched: bool):
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if not batched and arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.shape != (B,) or arr.dtype.kind not in "iu":
+        raise InputError(f"lengths must be {B} integers (one per sequence), found {arr.dtype} {arr.shape}")
+    if B and (arr.min() < 0 or arr.max() > T):
+        raise InputError(f"lengths must lie in [0, {T}], found [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64)
+
+
+def get_backend(device: str):
+    """The backend module for ``device`` ('cpu' or 'cuda'); ``DeviceError`` otherwise."""
+    if device == "cpu":
+        from .backends import cpu
+
+        return cpu
+    if device == "cuda":
+        from .backends import load_cuda
+
+        return load_cuda()
+    raise DeviceError(f"device must be 'cpu' or 'cuda', found {device!r}")
+
+
+def architecture_json(model: Model) -> str:
+    """Compact JSON of the architecture (what the file stores)."""
+    return json.dumps(model.architecture(), separators=(",", ":"), ensure_ascii=False)

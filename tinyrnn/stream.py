@@ -1,0 +1,259 @@
+"""``Stream``: B independent recurrent streams with preallocated state and buffers.
+
+Everything a step needs is allocated when the stream is made (state, the step plan's
+buffers, the kernel argument tuples), so ``step`` is: check the input's shape and dtype,
+copy it into the plan's input buffer, run the compiled calls, copy the output out.
+``process`` runs a whole block of steps with one compiled call per layer: causal layers
+give the same answer block-wise as step by step, so no Python runs per step.
+
+A stream is not for concurrent use: two threads calling the same stream at once get a
+``ConcurrentUseError`` (one ``Model`` may serve many streams in many threads).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .errors import InputError, NonFiniteError, TinyRNNError, UnsupportedModelError
+
+MAX_BLOCK = 4096  # steps per plan inside process(): bounds the intermediate buffers
+
+
+class ConcurrentUseError(TinyRNNError, RuntimeError):
+    """One Stream was used from two threads at the same time."""
+
+
+# --- input checks shared with Model.run --------------------------------------------------
+
+
+def _describe(x) -> str:
+    a = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    return f"{a.dtype} array of shape {a.shape}"
+
+
+def check_input(model, x, block: bool, check_finite: bool = False):
+    """Validate ``x`` for ``model`` and return ``(xb, batched)``.
+
+    ``block=True`` (``run``/``process``): ``xb`` is ``(B, T, *features)`` float32 or
+    ``(B, T)`` int64. ``block=False`` (``step``): ``xb`` is ``(B, *features)`` / ``(B,)``.
+    Raises ``InputError`` (or ``NonFiniteError``) saying what was expected and found.
+    """
+    F = model.input.shape
+    lead = 2 if block else 1  # (B, T) or (B,)
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # ragged lists and the like
+        raise InputError(f"input cannot be read as an array: {e}") from None
+    want = "(T,)" if block else "an int"
+    if model.input.tokens:
+        if a.dtype.kind not in "iu":
+            raise InputError(f"token ids must be integers, found {_describe(a)}")
+        if a.ndim == lead:
+            batched = True
+        elif a.ndim == lead - 1:
+            batched, a = False, a[None]
+        else:
+            want_b = "(B, T)" if block else "(B,)"
+            raise InputError(f"expected token ids shaped {want} or {want_b}, found {_describe(a)}")
+        if a.size:
+            lo, hi = a.min(), a.max()
+            if lo < 0 or hi >= model.input.vocab_size:
+                raise InputError(f"token ids must lie in [0, {model.input.vocab_size}), found [{lo}, {hi}]")
+        return a.astype(np.int64, copy=False), batched
+    if a.dtype.kind not in "fiu":
+        raise InputError(f"expected real numbers of shape {_shape_text(F, block)}, found {_describe(a)}")
+    k = len(F)
+    if a.ndim == k + lead and tuple(a.shape[lead:]) == F:
+        batched = True
+    elif a.ndim == k + lead - 1 and tuple(a.shape[lead - 1:]) == F:
+        batched, a = False, a[None]
+    else:
+        raise InputError(f"expected input of shape {_shape_text(F, block)}, found {_describe(a)}")
+    a = a.astype(np.float32, copy=False)
+    if check_finite and not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise NonFiniteError(f"input holds NaN or infinity (first at index {tuple(int(i) for i in bad)}; "
+                             f"check_finite=True refuses it)")
+    return a, batched
+
+
+def _shape_text(F, block) -> str:
+    f = ", ".join(str(s) for s in F)
+    return f"(T, {f}) or (B, T, {f})" if block else f"({f},) or (B, {f})"
+
+
+def check_state(state, into: dict, backend) -> None:
+    """Copy a flat state dict (``"<layer>.h"`` -> ``(B, D, Hr)``) into backend state ``into``.
+
+    Raises ``InputError`` on missing or unknown keys, wrong shapes or non-numeric values;
+    nothing is copied unless every entry is valid.
+    """
+    if not isinstance(state, dict):
+        raise InputError(f"state must be a dict like Stream.state, found {type(state).__name__}")
+    expected = {f"{layer}.{k}": arr for layer, parts in into.items() for k, arr in parts.items()}
+    missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise InputError(f"state keys must be {sorted(expected)}; missing {missing}, unknown {unknown}")
+    checked = {}
+    for key, dst in expected.items():
+        src = np.asarray(state[key])
+        if src.dtype.kind not in "fiu" or src.shape != tuple(dst.shape):
+            raise InputError(f"state[{key!r}] must be real numbers of shape {tuple(dst.shape)}, "
+                             f"found {_describe(src)}")
+        checked[key] = src.astype(np.float32, copy=False)
+    for key, dst in expected.items():
+        backend.copy_in(dst, checked[key])
+
+
+def flatten_state(backend, state: dict) -> dict[str, np.ndarray]:
+    """Host copies of backend state as a flat ``{"<layer>.h": array}`` dict."""
+    return {f"{layer}.{k}": backend.to_host(arr, copy=True) for layer, parts in state.items() for k, arr in parts.items()}
+
+
+# --- the stream ----------------------------------------------------------------------------
+
+
+class Stream:
+    """B independent streams through one model; see ``Model.stream``."""
+
+    def __init__(self, model, batch: int | None = None, device: str = "cpu", check_finite: bool = False):
+        from .model import get_backend
+
+        if not model.streamable:
+            backward = [l.name for l in model.recurrent_layers if l.direction != "forward"]
+            raise UnsupportedModelError(f"layers {backward} run backwards in time; a stream is causal. "
+                                        f"Use model.run() for whole sequences")
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+            raise InputError(f"batch must be None or a positive integer, found {batch!r}")
+        self.model = model
+        self.batched = batch is not None
+        self.batch = int(batch) if batch is not None else 1
+        self.device = device
+        self.check_finite = bool(check_finite)
+        self._backend = get_backend(device)
+        self._state = self._backend.new_state(model, self.batch)
+        self._step_plan = self._backend.build_plan(model, self.batch, 1, self._state)
+        self._plans: dict[int, object] = {}
+        self._busy = threading.Lock()
+        self._tokens = model.input.tokens
+        B, F = self.batch, model.input.shape
+        # views into the step plan: where an input goes, where the output is read
+        self._step_in = self._step_plan.input.reshape((B, *F))
+        self._step_out = self._step_plan.output.reshape((B, *model.output_shape))
+        self._step_shape = (B, *F) if self.batched else F
+
+    # --- stepping -----------------------------------------------------------------------
+    def step(self, x, out: np.ndarray | None = None) -> np.ndarray:
+        """Advance every stream by one step.
+
+        ``x``: ``(F,)`` float / one int token id (unbatched), ``(B, F)`` / ``(B,)`` (batched).
+        Returns ``(out,)`` or ``(B, out)`` float32, a new array unless ``out`` is given.
+        """
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError("this Stream is being used by another thread; give each thread its own stream")
+        try:
+            if (not self._tokens and type(x) is np.ndarray and x.dtype == np.float32
+                    and x.shape == self._step_shape and not self.check_finite):
+                self._step_in[...] = x  # fast path: already the right shape and dtype
+            else:
+                self._load_step_input(x)
+            self._backend.run_plan(self._step_plan)
+            res = self._step_out if self.batched else self._step_out[0]
+            if out is None:
+                return self._backend.to_host(res, copy=True)
+            if out.shape != res.shape or out.dtype != np.float32:
+                raise InputError(f"out must be a float32 array of shape {res.shape}, found {_describe(out)}")
+            out[...] = self._backend.to_host(res, copy=False)
+            return out
+        finally:
+            self._busy.release()
+
+    def _load_step_input(self, x) -> None:
+        xb, batched = check_input(self.model, x, block=False, check_finite=self.check_finite)
+        if batched != self.batched or xb.shape[0] != self.batch:
+            raise InputError(self._mismatch("step", x, self._step_shape))
+        self._step_in[...] = xb
+
+    def process(self, xs) -> np.ndarray:
+        """Advance every stream by T steps in compiled code.
+
+        ``xs``: ``(T, F)`` / ``(T,)`` token ids (unbatched) or ``(B, T, F)`` / ``(B, T)``.
+        Returns ``(T, out)`` or ``(B, T, out)`` float32: the same values ``step`` would give.
+        """
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError("this Stream is being used by another thread; give each thread its own stream")
+        try:
+            xb, batched = check_input(self.model, xs, block=True, check_finite=self.check_finite)
+            if batched != self.batched or xb.shape[0] != self.batch:
+                want = ("(B, T, ...) with B = %d" % self.batch) if self.batched else "(T, ...) for an unbatched stream"
+                raise InputError(f"process expected {want}, found {_describe(xs)}")
+            T = xb.shape[1]
+            y = np.empty((self.batch, T, *self.model.output_shape), np.float32)
+            for t0 in range(0, T, MAX_BLOCK):
+                n = min(MAX_BLOCK, T - t0)
+                plan = self._plan(n)
+                plan.input[...] = xb[:, t0:t0 + n]
+                y[:, t0:t0 + n] = self._backend.to_host(self._backend.run_plan(plan), copy=False)
+            return y if self.batched else y[0]
+        finally:
+            self._busy.release()
+
+    def _plan(self, T: int):
+        if T == 1:
+            return self._step_plan
+        plan = self._plans.get(T)
+        if plan is None:
+            if len(self._plans) >= 4:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[T] = self._backend.build_plan(self.model, self.batch, T, self._state)
+        return plan
+
+    def _mismatch(self, what, x, shape) -> str:
+        kind = f"{self.batch} batched streams" if self.batched else "an unbatched stream"
+        return f"{what} on {kind} expected input of shape {shape}, found {_describe(x)}"
+
+    # --- state --------------------------------------------------------------------------
+    def reset(self, i: int | None = None) -> None:
+        """Put every stream (or only stream ``i``) back to its initial (zero) state."""
+        if i is not None:
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.batch:
+                raise InputError(f"stream index must be an integer in [0, {self.batch}), found {i!r}")
+            i = int(i)
+        with self._guard():
+            for parts in self._state.values():
+                for arr in parts.values():
+                    self._backend.zero(arr, i)
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the state: ``{"<layer>.h": (B, D, Hr), "<layer>.c": (B, D, H)}``.
+
+        Assigning such a dict back restores it exactly (the continuation is bit for bit
+        the same). Unbatched streams have B = 1.
+        """
+        with self._guard():
+            return flatten_state(self._backend, self._state)
+
+    @state.setter
+    def state(self, snapshot: dict) -> None:
+        with self._guard():
+            check_state(snapshot, self._state, self._backend)
+
+    def _guard(self):
+        stream = self
+
+        class _Guard:
+            def __enter__(self):
+                if not stream._busy.acquire(blocking=False):
+                    raise ConcurrentUseError("this Stream is being used by another thread")
+
+            def __exit__(self, *exc):
+                stream._busy.release()
+
+        return _Guard()
+
+    def __repr__(self) -> str:
+        kind = f"batch={self.batch}" if self.batched else "unbatched"
+        return f"<tinyrnn.Stream {kind} device={self.device} over {len(self.model.layers)} layers>"
