@@ -1,0 +1,66 @@
+"""Random layers and models for the tests, with their weights kept in ONNX layout so the
+numpy oracle can check them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import oracle
+from tinyrnn import InputSpec, Model
+from tinyrnn.layers import Recurrent
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def random_recurrent(rng, cell, I, H, direction="forward", name="rec", peepholes=False, proj=0, scale=0.6, **config):
+    """A Recurrent layer with random weights, and those weights in ONNX layout."""
+    D = 2 if direction == "bidirectional" else 1
+    G = GATES[cell]
+    Hr = proj or H
+    w = {
+        "W": rng.normal(0, scale, (D, G * H, I)).astype(np.float32),
+        "R": rng.normal(0, scale, (D, G * H, Hr)).astype(np.float32),
+        "B": rng.normal(0, scale, (D, 2 * G * H)).astype(np.float32),
+        "P": rng.normal(0, scale, (D, 3 * H)).astype(np.float32) if peepholes else None,
+        "proj": rng.normal(0, scale, (D, Hr, H)).astype(np.float32) if proj else None,
+    }
+    layer = Recurrent.from_onnx(cell, name, w["W"], w["R"], w["B"], P=w["P"], proj=w["proj"],
+                                direction=direction, **config)
+    return layer, w
+
+
+def oracle_recurrent(layer, w, x, lengths=None, state=None):
+    """The oracle's answer for ``layer`` on batch-first ``x (B, T, I)``.
+
+    Returns ``y (B, T, D*Hr)`` and the final state as a flat dict like ``Stream.state``.
+    """
+    X = np.transpose(x, (1, 0, 2))
+    cfg = dict(seq_lens=lengths, direction=layer.direction, activations=layer.activations, clip=layer.clip)
+    h0 = None if state is None else np.transpose(state[f"{layer.name}.h"], (1, 0, 2))
+    st = {}
+    if layer.cell == "rnn":
+        Y, Yh = oracle.rnn(X, w["W"], w["R"], w["B"], initial_h=h0, **cfg)
+    elif layer.cell == "gru":
+        Y, Yh = oracle.gru(X, w["W"], w["R"], w["B"], initial_h=h0,
+                           linear_before_reset=layer.linear_before_reset, **cfg)
+    else:
+        c0 = None if state is None else np.transpose(state[f"{layer.name}.c"], (1, 0, 2))
+        Y, Yh, Yc = oracle.lstm(X, w["W"], w["R"], w["B"], P=w["P"], initial_h=h0, initial_c=c0,
+                                input_forget=layer.input_forget, proj=w["proj"], **cfg)
+        st[f"{layer.name}.c"] = np.transpose(Yc, (1, 0, 2))
+    st[f"{layer.name}.h"] = np.transpose(Yh, (1, 0, 2))
+    T, D, B, Hr = Y.shape
+    y = np.transpose(Y, (2, 0, 1, 3)).reshape(B, T, D * Hr)
+    return y, st
+
+
+def single_layer_model(layer):
+    return Model([layer], InputSpec.features(layer.input_size))
+
+
+def random_state(rng, layer, B, scale=0.5):
+    D, Hr, H = layer.num_directions, layer.recurrent_size, layer.hidden_size
+    st = {f"{layer.name}.h": rng.normal(0, scale, (B, D, Hr)).astype(np.float32)}
+    if layer.cell == "lstm":
+        st[f"{layer.name}.c"] = rng.normal(0, scale, (B, D, H)).astype(np.float32)
+    return st

@@ -1,0 +1,176 @@
+"""The .trnn file: round trips, safetensors compatibility, and validation."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import tinyrnn
+from builders import random_recurrent
+from tinyrnn import InputSpec, Model
+from tinyrnn.layers import Dense, Embedding, Softmax
+
+
+@pytest.fixture
+def text_model(rng):
+    V = 5
+    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (V, 3)).astype(np.float32)}, V, 3)
+    lstm, _ = random_recurrent(rng, "lstm", 3, 4, name="lstm", peepholes=True, proj=2)
+    gru, _ = random_recurrent(rng, "gru", 2, 3, name="gru", linear_before_reset=True, clip=3.0,
+                              activations=[["hardsigmoid", 0.3, 0.4], ["softsign"]])
+    head = Dense("head", None, {"W": rng.normal(0, 1, (3, V)).astype(np.float32),
+                                "b": np.zeros(V, np.float32)}, 3, V)
+    return Model([emb, lstm, gru, head, Softmax("probs", None)], InputSpec.token_ids(V),
+                 vocab=["a", "b", "c", " ", "ab"], metadata={"source": "test", "bpc": 1.5})
+
+
+def test_round_trip_gives_identical_outputs(tmp_path, rng, text_model):
+    path = tmp_path / "m.trnn"
+    text_model.save(path)
+    loaded = tinyrnn.load(path)
+    ids = rng.integers(0, 5, (2, 8))
+    np.testing.assert_array_equal(loaded.run(ids), text_model.run(ids))
+    assert loaded.architecture() == text_model.architecture()
+    assert loaded.vocab == text_model.vocab and loaded.metadata == {"source": "test", "bpc": 1.5}
+    for name, arr in text_model.tensors().items():
+        np.testing.assert_array_equal(loaded.tensors()[name], arr)
+
+
+def test_loaded_tensors_are_memory_mapped_read_only(tmp_path, text_model):
+    path = tmp_path / "m.trnn"
+    text_model.save(path)
+    loaded = tinyrnn.load(path)
+    w = loaded.layers[1].params["W"]
+    assert not w.flags.writeable
+    assert w.base is not None and not w.flags.owndata  # a view into the mapped file
+
+
+def test_safetensors_package_reads_it(tmp_path, text_model):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    path = tmp_path / "m.trnn"
+    text_model.save(path)
+    tensors = load_file(str(path))
+    assert set(tensors) == set(text_model.tensors())
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(v, text_model.tensors()[k])
+    with safe_open(str(path), "np") as f:
+        arch = json.loads(f.metadata()["tinyrnn"])
+    assert arch["format_version"] == 1 and arch["output"] == "probs"
+
+
+def test_a_file_written_by_safetensors_loads(tmp_path, text_model):
+    """Another tool may write the same content without our alignment care."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "other.trnn"
+    save_file(dict(text_model.tensors()), str(path),
+              metadata={"tinyrnn": json.dumps(text_model.architecture())})
+    loaded = tinyrnn.load(path)
+    ids = np.array([0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(loaded.run(ids), text_model.run(ids))
+
+
+def test_pickle_carries_the_file_bytes(rng, text_model):
+    import pickle
+
+    data = pickle.dumps(text_model)
+    assert b"tinyrnn" in data and len(data) < 2 * len(tinyrnn.format.dumps(text_model)) + 1000
+    back = pickle.loads(data)
+    ids = rng.integers(0, 5, 6)
+    np.testing.assert_array_equal(back.run(ids), text_model.run(ids))
+
+
+def _rewrite(path, out, edit):
+    """Load a file's header as JSON, let ``edit(header, arch)`` change it, write ``out``."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    arch = json.loads(header["__metadata__"]["tinyrnn"])
+    edit(header, arch)
+    header["__metadata__"]["tinyrnn"] = json.dumps(arch)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    out.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def _lstm_entry(arch):
+    return next(l for l in arch["layers"] if l["type"] == "lstm")
+
+
+BAD_EDITS = {
+    "future version": (lambda h, a: a.update(format_version=2), "newer than this tinyrnn"),
+    "unknown layer type": (lambda h, a: a["layers"][0].update(type="transformer"), "unknown layer type"),
+    "hidden size lies": (lambda h, a: _lstm_entry(a).update(hidden_size=5), r"must have shape"),
+    "missing tensor": (lambda h, a: a["layers"].append(
+        {"name": "extra", "type": "dense", "inputs": ["probs"], "in_features": 5, "out_features": 2}),
+        "tensor 'W' is missing"),
+    "dtype unknown": (lambda h, a: h["lstm.W"].update(dtype="Q7"), "has dtype 'Q7'"),
+    "shape vs bytes": (lambda h, a: h["lstm.W"].update(shape=[1, 3, 17]), "needs .* bytes"),
+    "huge dimension": (lambda h, a: h["lstm.W"].update(shape=[10**12, 3, 16]), "needs .* bytes"),
+    "offset past end": (lambda h, a: h["lstm.W"].update(data_offsets=[0, 10**9]), "outside the file"),
+    "negative offset": (lambda h, a: h["lstm.W"].update(data_offsets=[-4, 188]), "outside the file"),
+    "dangling input": (lambda h, a: a["layers"][1].update(inputs=["nowhere"]), "reads 'nowhere'"),
+    "vocab size": (lambda h, a: a.update(vocab=["a"]), "vocabulary has 1 entries"),
+    "bad activation": (lambda h, a: _lstm_entry(a).update(activations=[["cube", 0, 0]] * 3), "activation"),
+    "string hidden": (lambda h, a: _lstm_entry(a).update(hidden_size="4"), "must be an integer"),
+    "proj too big": (lambda h, a: _lstm_entry(a).update(proj_size=9), r"proj_size"),
+    "tensor of no layer": (lambda h, a: a["layers"].pop(), "tensors of no layer|reads|output"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EDITS))
+def test_lying_headers_are_refused(tmp_path, text_model, case):
+    edit, match = BAD_EDITS[case]
+    good = tmp_path / "good.trnn"
+    text_model.save(good)
+    bad = tmp_path / "bad.trnn"
+    _rewrite(good, bad, edit)
+    with pytest.raises(tinyrnn.ModelFormatError, match=match):
+        tinyrnn.load(bad)
+
+
+def test_truncated_file(tmp_path, text_model):
+    path = tmp_path / "m.trnn"
+    text_model.save(path)
+    raw = path.read_bytes()
+    for cut in (0, 5, 8, 20, len(raw) // 2, len(raw) - 1):
+        (tmp_path / "cut.trnn").write_bytes(raw[:cut])
+        with pytest.raises(tinyrnn.ModelFormatError):
+            tinyrnn.load(tmp_path / "cut.trnn")
+
+
+def test_plain_safetensors_file(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(tinyrnn.ModelFormatError, match="without tinyrnn metadata"):
+        tinyrnn.load(tmp_path / "plain.safetensors")
+
+
+def test_missing_file_and_garbage(tmp_path):
+    with pytest.raises(tinyrnn.ModelNotFoundError, match="cannot open"):
+        tinyrnn.load(tmp_path / "nope.trnn")
+    (tmp_path / "junk.trnn").write_bytes(b"\xff" * 64)
+    with pytest.raises(tinyrnn.ModelFormatError, match="header length"):
+        tinyrnn.load(tmp_path / "junk.trnn")
+    with pytest.raises(tinyrnn.ModelFormatError, match="bytes of a .trnn"):
+        tinyrnn.loads("not bytes")
+
+
+def test_nonfinite_weights_are_refused(tmp_path, rng):
+    layer, _ = random_recurrent(rng, "rnn", 2, 3)
+    w = layer.params["W"].copy()
+    w[0, 0, 0] = np.nan
+    layer.params["W"] = w
+    layer.inputs = ["input"]
+    m = Model.__new__(Model)  # bypass construction checks to write a bad file
+    m.layers, m.input, m.output, m.vocab, m.metadata = [layer], InputSpec.features(2), "rec", None, {}
+    path = tmp_path / "nan.trnn"
+    tinyrnn.format.save(m, path)
+    with pytest.raises(tinyrnn.ModelFormatError, match="NaN or infinity"):
+        tinyrnn.load(path)
