@@ -1,0 +1,112 @@
+"""The ``tinyrnn`` command.
+
+Each subcommand is a pair: ``_add_<name>(subparsers)`` declares its arguments and points
+``func`` at the function that runs it. Errors the library raises on purpose
+(``TinyRNNError``) are printed as one line and exit with status 1; bad arguments exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import InputError, TinyRNNError
+
+
+def _load_model(path: str):
+    from .format import load
+
+    return load(path)
+
+
+# --- info -----------------------------------------------------------------------------------
+
+
+def _info(args) -> int:
+    model = _load_model(args.model)
+    print(model)
+    meta = model.metadata
+    size = os.path.getsize(args.model)
+    print(f"  file    {args.model} ({size:,} bytes), written by {model.architecture()['producer']}")
+    for key in sorted(meta):
+        value = meta[key]
+        text = value if isinstance(value, str) else repr(value)
+        print(f"  {key}: {text if len(text) < 200 else text[:197] + '...'}")
+    if model.vocab is not None:
+        print(f"  vocabulary: {len(model.vocab)} tokens")
+    return 0
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe a .trnn model: layers, sizes, where it came from")
+    p.add_argument("model", help="path to a .trnn file")
+    p.set_defaults(func=_info)
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def _run(args) -> int:
+    import numpy as np
+
+    model = _load_model(args.model)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read input {args.input!r} as a .npy array: {e}") from None
+    lengths = None
+    if args.lengths:
+        try:
+            lengths = np.load(args.lengths, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read lengths {args.lengths!r} as a .npy array: {e}") from None
+    y = model.run(x, lengths=lengths)
+    np.save(args.output, y)
+    print(f"{args.input} {tuple(x.shape)} -> {args.output} {tuple(y.shape)}", file=sys.stderr)
+    return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a model over an input array (.npy) and save the outputs")
+    p.add_argument("model", help="path to a .trnn file")
+    p.add_argument("--input", "-i", required=True, help="input .npy: (T, F) / (B, T, F) floats or (T,) / (B, T) ids")
+    p.add_argument("--output", "-o", required=True, help="where to write the outputs (.npy)")
+    p.add_argument("--lengths", help="optional .npy of per-sequence lengths (B,) for a padded batch")
+    p.set_defaults(func=_run)
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+SUBCOMMANDS = [_add_info, _add_run]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tinyrnn", description="Run recurrent networks (RNN, LSTM, GRU) with numpy and numba.")
+    parser.add_argument("--version", action="version", version=f"tinyrnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TinyRNNError as e:
+        print(f"tinyrnn {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
