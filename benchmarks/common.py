@@ -1,0 +1,126 @@
+"""Shared pieces of the benchmarks: one LSTM's weights in three runtimes, and a timer.
+
+Every workload is built from one set of random weights and handed to tinyrnn, PyTorch and
+onnxruntime, each pinned to one thread, so the numbers compare the runtimes and nothing
+else. Times are medians over repeats of a calibrated loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def single_thread() -> None:
+    """Pin torch to one thread (numba's kernels are single-threaded already)."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1) if not getattr(single_thread, "_done", False) else None
+    single_thread._done = True
+
+
+def median_time(fn, min_time: float = 0.2, repeats: int = 7) -> float:
+    """Median seconds per call of ``fn()`` over ``repeats`` loops of ~``min_time`` each."""
+    fn()  # warm up (compilation, allocator)
+    n = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt > min_time / 4 or n > 1 << 22:
+            break
+        n *= 4
+    n = max(1, int(n * (min_time / 4) / max(dt, 1e-9)))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - t0) / n)
+    return float(np.median(samples))
+
+
+def torch_lstm(I: int, H: int, seed: int = 0, cell: str = "lstm", layers: int = 1):
+    """A PyTorch nn.LSTM/nn.GRU with seeded random weights, in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    return cls(I, H, num_layers=layers).eval()
+
+
+def onnx_weights_from_torch(module):
+    """ONNX-layout W, R, B of a one-layer torch nn.LSTM / nn.GRU / nn.RNN."""
+    W = module.weight_ih_l0.detach().numpy()
+    R = module.weight_hh_l0.detach().numpy()
+    b = np.concatenate([module.bias_ih_l0.detach().numpy(), module.bias_hh_l0.detach().numpy()])
+    H = module.hidden_size
+    if isinstance(module, __import__("torch").nn.LSTM):
+        order = [0, 3, 1, 2]  # torch i,f,g,o -> onnx i,o,f,c
+    elif isinstance(module, __import__("torch").nn.GRU):
+        order = [1, 0, 2]  # torch r,z,n -> onnx z,r,h
+    else:
+        order = [0]
+
+    def re(a):
+        blocks = np.split(a, len(order), axis=0)
+        return np.concatenate([blocks[i] for i in order], axis=0)
+
+    Wb, Rb = np.split(b, 2)
+    return re(W)[None], re(R)[None], np.concatenate([re(Wb), re(Rb)])[None]
+
+
+def tinyrnn_from_torch(module):
+    """The same one-layer recurrent module as a tinyrnn Model."""
+    import torch
+
+    from tinyrnn import InputSpec, Model
+    from tinyrnn.layers import Recurrent
+
+    W, R, B = onnx_weights_from_torch(module)
+    cell = {torch.nn.LSTM: "lstm", torch.nn.GRU: "gru", torch.nn.RNN: "rnn"}[type(module)]
+    extra = {"linear_before_reset": True} if cell == "gru" else {}
+    layer = Recurrent.from_onnx(cell, cell, W, R, B, **extra)
+    return Model([layer], InputSpec.features(module.input_size))
+
+
+def onnx_recurrent_session(module, seq_len=None):
+    """An onnxruntime session (one thread) running an ONNX LSTM/GRU node with the module's
+    weights. Inputs X (T, 1, I), initial_h (and initial_c); outputs Y, Y_h (and Y_c)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    W, R, B = onnx_weights_from_torch(module)
+    I, H = module.input_size, module.hidden_size
+    op = {torch.nn.LSTM: "LSTM", torch.nn.GRU: "GRU", torch.nn.RNN: "RNN"}[type(module)]
+    lstm = op == "LSTM"
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [seq_len or "T", 1, I]),
+              helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, 1, H])]
+    node_in = ["X", "W", "R", "B", "", "initial_h"]
+    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [seq_len or "T", 1, 1, H]),
+               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, 1, H])]
+    node_out = ["Y", "Y_h"]
+    if lstm:
+        inputs.append(helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, 1, H]))
+        node_in.append("initial_c")
+        outputs.append(helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, 1, H]))
+        node_out.append("Y_c")
+    attrs = {"hidden_size": H}
+    if op == "GRU":
+        attrs["linear_before_reset"] = 1
+    node = helper.make_node(op, node_in, node_out, **attrs)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in ((W, "W"), (R, "R"), (B, "B"))]
+    graph = helper.make_graph([node], "rnn", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
