@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import spec
-from ..layers import Activation, Dense, Embedding, Layer, Recurrent, Softmax
+from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
-from .weights import kernel_view
+from .packing import prepare
 
 name = "cpu"
 
@@ -39,71 +38,11 @@ class Plan:
         return self.output
 
 
-# --- per-layer preparation (once per model) ---------------------------------------------
-
-
-def _activation_row(a) -> list[float]:
-    name, alpha, beta = a
-    return [float(spec.ACTIVATIONS[name]), alpha, beta]
-
-
-def _prepare_recurrent(layer: Recurrent) -> dict:
-    D, H, G, Hr = layer.num_directions, layer.hidden_size, layer.gates, layer.recurrent_size
-    GH = G * H
-    p = layer.params
-    lay = K.vector_layout(G, H, Hr)
-    V = np.zeros((D, lay["sP"][1]), np.float32)
-    for d in range(D):
-        wb, rb = p["B"][d, :GH], p["B"][d, GH:]
-        bias = wb + rb
-        if layer.cell == "gru" and layer.linear_before_reset:
-            # Rbh sits inside r * (h·Rh + Rbh): keep it apart from the hoisted bias
-            bias[2 * H:] = wb[2 * H:]
-            V[d, slice(*lay["rbh"])] = rb[2 * H:]
-        V[d, slice(*lay["bias"])] = bias
-        if layer.peepholes:
-            V[d, slice(*lay["peep"])] = p["P"][d]
-        for key, tensor in (("sW", "W"), ("sR", "R"), ("sP", "proj")):
-            scale = p.get(tensor + "_scale")
-            V[d, slice(*lay[key])] = 1.0 if scale is None else scale[d]
-    cfg = np.zeros((D, K.CFG_SIZE), np.float32)
-    for d in range(D):
-        for slot, a in zip((K.CFG_F, K.CFG_G, K.CFG_H), layer.activations_for(d)):
-            cfg[d, slot:slot + 3] = _activation_row(a)
-        cfg[d, K.CFG_CLIP] = np.inf if layer.clip is None else layer.clip
-        cfg[d, K.CFG_COUPLED] = layer.input_forget
-        cfg[d, K.CFG_PEEPHOLES] = layer.peepholes
-        cfg[d, K.CFG_PROJ] = layer.proj_size > 0
-        cfg[d, K.CFG_REVERSE] = layer.direction == "reverse" or d == 1
-        cfg[d, K.CFG_LBR] = layer.linear_before_reset
-        cfg[d, K.CFG_YOFF] = d * Hr
-    W = kernel_view(p["W"])
-    proj = kernel_view(p["proj"]) if layer.proj_size else np.zeros((D, 1, 1), W.dtype)
-    return {"W": W, "R": kernel_view(p["R"]), "proj": proj, "V": V, "cfg": cfg}
-
-
-def _prepare(layer: Layer) -> dict:
-    p = layer.params
-    if isinstance(layer, Recurrent):
-        return _prepare_recurrent(layer)
-    if isinstance(layer, Dense):
-        scale = p.get("W_scale", np.ones(layer.out_features, np.float32))
-        return {"W": kernel_view(p["W"]), "b": p["b"], "scale": scale}
-    if isinstance(layer, Embedding):
-        scale = p.get("table_scale", np.ones(layer.vocab_size, np.float32))
-        return {"table": kernel_view(p["table"]), "scale": scale}
-    if isinstance(layer, Activation):
-        return {"a": np.array([spec.ACTIVATIONS[layer.fn], layer.alpha, layer.beta], np.float32)}
-    if isinstance(layer, Softmax):
-        return {"log": layer.log}
-    raise NotImplementedError(f"the CPU backend has no kernel for layer type {layer.type!r}")
-
-
 def prepared(model) -> list[dict]:
     """Kernel-ready arrays per layer, computed once per model and cached on it."""
     cache = model._backend_cache
     if "cpu" not in cache:
-        cache["cpu"] = [_prepare(layer) for layer in model.layers]
+        cache["cpu"] = [prepare(layer) for layer in model.layers]
     return cache["cpu"]
 
 
@@ -159,7 +98,7 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
             calls.append((K.activation, (x.reshape(-1), prep["a"], y.reshape(-1))))
         elif isinstance(layer, Softmax):
             calls.append((K.softmax, (x.reshape(B * T, -1), prep["log"], y.reshape(B * T, -1))))
-        else:  # pragma: no cover - _prepare already refused it
+        else:  # pragma: no cover - prepare already refused it
             raise NotImplementedError(layer.type)
     return Plan(calls, inp, values[model.output], lengths, B, T)
 

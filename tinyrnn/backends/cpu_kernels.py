@@ -13,8 +13,8 @@ Shapes (per call; ``d`` selects one direction of a layer's stacked weights)::
     W        (D, I, GH)   f32/u16/i8   input weights, ONNX's W transposed per direction
     R        (D, Hr, GH)  f32/u16/i8   recurrent weights, ONNX's R transposed
     proj     (D, H, Hr)   f32/u16/i8   LSTM projection (a (D, 1, 1) dummy when absent)
-    V        (D, K)       float32   packed vectors, see ``vector_layout``
-    cfg      (D, 16)      float32   activations and flags, see the CFG_* offsets
+    V        (D, K)       float32   packed vectors, see ``packing.vector_layout``
+    cfg      (D, 16)      float32   activations and flags, see ``packing.CFG_*``
     h        (B, D, Hr)   float32   hidden state, updated in place
     c        (B, D, H)    float32   LSTM cell state, updated in place
     y        (B, T, Dout) float32   outputs; this direction writes columns y_off:y_off+Hr
@@ -30,8 +30,9 @@ import numpy as np
 from numba import njit
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
-
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
+from .packing import (CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PEEPHOLES, CFG_PROJ,
+                      CFG_REVERSE, CFG_YOFF)
 from .weights import load, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
@@ -41,37 +42,6 @@ KERNEL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 HELPER = dict(KERNEL, inline="always")
 
 CHUNK = 32  # time steps whose input projection is hoisted together
-
-# cfg row layout (per direction)
-CFG_F = 0  # activation triples [code, alpha, beta]: f at 0..2, g at 3..5, h at 6..8
-CFG_G = 3
-CFG_H = 6
-CFG_CLIP = 9
-CFG_COUPLED = 10
-CFG_PEEPHOLES = 11
-CFG_PROJ = 12
-CFG_REVERSE = 13
-CFG_LBR = 14
-CFG_YOFF = 15
-CFG_SIZE = 16
-
-
-def vector_layout(G: int, H: int, Hr: int) -> dict[str, tuple[int, int]]:
-    """Offsets ``(start, stop)`` of each packed vector in a row of ``V``.
-
-    ``bias`` is Wb+Rb per gate (for a GRU with linear_before_reset=1 the h gate holds Wbh
-    only, Rbh sits in ``rbh``); ``peep`` is [Pi, Po, Pf]; ``sW``/``sR``/``sP`` are the int8
-    scales of W, R and proj (ones for float weights).
-    """
-    GH = G * H
-    return {
-        "bias": (0, GH),
-        "rbh": (GH, GH + H),
-        "peep": (GH + H, GH + 4 * H),
-        "sW": (GH + 4 * H, 2 * GH + 4 * H),
-        "sR": (2 * GH + 4 * H, 3 * GH + 4 * H),
-        "sP": (3 * GH + 4 * H, 3 * GH + 4 * H + Hr),
-    }
 
 
 def work_size(B: int, T: int, G: int, H: int, Hr: int) -> int:

@@ -1,0 +1,109 @@
+"""Layer parameters packed into the arrays every backend's kernels read.
+
+Backend-neutral: the CPU backend passes these arrays to its Numba kernels as they are, the
+CUDA backend uploads them once. What a recurrent kernel receives per direction ``d``:
+
+* ``W``, ``R``, ``proj``: the stored matrices (float16 viewed as uint16 bits; a
+  ``(D, 1, 1)`` dummy stands in for an absent projection);
+* ``V (D, K)`` float32: every vector the cell needs, packed (``vector_layout``);
+* ``cfg (D, CFG_SIZE)`` float32: activations and flags (the ``CFG_*`` offsets).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import spec
+from ..layers import Activation, Dense, Embedding, Layer, Recurrent, Softmax
+from .weights import kernel_view
+
+# cfg row layout (per direction)
+CFG_F = 0  # activation triples [code, alpha, beta]: f at 0..2, g at 3..5, h at 6..8
+CFG_G = 3
+CFG_H = 6
+CFG_CLIP = 9
+CFG_COUPLED = 10
+CFG_PEEPHOLES = 11
+CFG_PROJ = 12
+CFG_REVERSE = 13
+CFG_LBR = 14
+CFG_YOFF = 15
+CFG_SIZE = 16
+
+
+def vector_layout(G: int, H: int, Hr: int) -> dict[str, tuple[int, int]]:
+    """Offsets ``(start, stop)`` of each packed vector in a row of ``V``.
+
+    ``bias`` is Wb+Rb per gate (for a GRU with linear_before_reset=1 the h gate holds Wbh
+    only, Rbh sits in ``rbh``); ``peep`` is [Pi, Po, Pf]; ``sW``/``sR``/``sP`` are the int8
+    scales of W, R and proj (ones for float weights).
+    """
+    GH = G * H
+    return {
+        "bias": (0, GH),
+        "rbh": (GH, GH + H),
+        "peep": (GH + H, GH + 4 * H),
+        "sW": (GH + 4 * H, 2 * GH + 4 * H),
+        "sR": (2 * GH + 4 * H, 3 * GH + 4 * H),
+        "sP": (3 * GH + 4 * H, 3 * GH + 4 * H + Hr),
+    }
+
+
+def _activation_row(a) -> list[float]:
+    name, alpha, beta = a
+    return [float(spec.ACTIVATIONS[name]), alpha, beta]
+
+
+def prepare_recurrent(layer: Recurrent) -> dict:
+    D, H, G, Hr = layer.num_directions, layer.hidden_size, layer.gates, layer.recurrent_size
+    GH = G * H
+    p = layer.params
+    lay = vector_layout(G, H, Hr)
+    V = np.zeros((D, lay["sP"][1]), np.float32)
+    for d in range(D):
+        wb, rb = p["B"][d, :GH], p["B"][d, GH:]
+        bias = wb + rb
+        if layer.cell == "gru" and layer.linear_before_reset:
+            # Rbh sits inside r * (h·Rh + Rbh): keep it apart from the hoisted bias
+            bias[2 * H:] = wb[2 * H:]
+            V[d, slice(*lay["rbh"])] = rb[2 * H:]
+        V[d, slice(*lay["bias"])] = bias
+        if layer.peepholes:
+            V[d, slice(*lay["peep"])] = p["P"][d]
+        for key, tensor in (("sW", "W"), ("sR", "R"), ("sP", "proj")):
+            scale = p.get(tensor + "_scale")
+            V[d, slice(*lay[key])] = 1.0 if scale is None else scale[d]
+    cfg = np.zeros((D, CFG_SIZE), np.float32)
+    for d in range(D):
+        for slot, a in zip((CFG_F, CFG_G, CFG_H), layer.activations_for(d)):
+            cfg[d, slot:slot + 3] = _activation_row(a)
+        cfg[d, CFG_CLIP] = np.inf if layer.clip is None else layer.clip
+        cfg[d, CFG_COUPLED] = layer.input_forget
+        cfg[d, CFG_PEEPHOLES] = layer.peepholes
+        cfg[d, CFG_PROJ] = layer.proj_size > 0
+        cfg[d, CFG_REVERSE] = layer.direction == "reverse" or d == 1
+        cfg[d, CFG_LBR] = layer.linear_before_reset
+        cfg[d, CFG_YOFF] = d * Hr
+    W = kernel_view(p["W"])
+    proj = kernel_view(p["proj"]) if layer.proj_size else np.zeros((D, 1, 1), W.dtype)
+    return {"W": W, "R": kernel_view(p["R"]), "proj": proj, "V": V, "cfg": cfg}
+
+
+def prepare(layer: Layer) -> dict:
+    """Kernel-ready arrays of one layer (see the module docstring)."""
+    p = layer.params
+    if isinstance(layer, Recurrent):
+        return prepare_recurrent(layer)
+    if isinstance(layer, Dense):
+        scale = p.get("W_scale", np.ones(layer.out_features, np.float32))
+        return {"W": kernel_view(p["W"]), "b": p["b"], "scale": scale}
+    if isinstance(layer, Embedding):
+        scale = p.get("table_scale", np.ones(layer.vocab_size, np.float32))
+        return {"table": kernel_view(p["table"]), "scale": scale}
+    if isinstance(layer, Activation):
+        return {"a": np.array([spec.ACTIVATIONS[layer.fn], layer.alpha, layer.beta], np.float32)}
+    if isinstance(layer, Softmax):
+        return {"log": layer.log}
+    raise NotImplementedError(f"no kernel arrays are defined for layer type {layer.type!r}")
+
+
