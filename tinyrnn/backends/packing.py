@@ -28,7 +28,8 @@ CFG_PROJ = 12
 CFG_REVERSE = 13
 CFG_LBR = 14
 CFG_YOFF = 15
-CFG_SIZE = 16
+CFG_STD = 16  # 1 when the activations are the cell's defaults (sigmoid, tanh): fast path
+CFG_SIZE = 17
 
 
 def vector_layout(G: int, H: int, Hr: int) -> dict[str, tuple[int, int]]:
@@ -84,6 +85,8 @@ def prepare_recurrent(layer: Recurrent) -> dict:
         cfg[d, CFG_REVERSE] = layer.direction == "reverse" or d == 1
         cfg[d, CFG_LBR] = layer.linear_before_reset
         cfg[d, CFG_YOFF] = d * Hr
+        default = [[a, *spec.activation_params(a)] for a in spec.CELL_DEFAULT_ACTIVATIONS[layer.cell]]
+        cfg[d, CFG_STD] = layer.activations_for(d) == default
     W = kernel_view(p["W"])
     proj = kernel_view(p["proj"]) if layer.proj_size else np.zeros((D, 1, 1), W.dtype)
     return {"W": W, "R": kernel_view(p["R"]), "proj": proj, "V": V, "cfg": cfg}
