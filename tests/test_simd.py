@@ -1,0 +1,57 @@
+"""The register-tiled matrix-vector product against numpy, for every weight dtype."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc
+from tinyrnn.backends.simd import LANES, tile_matvec
+
+
+@njit(**KERNEL)
+def _acc(src, M, dst, col0, ncols):
+    _matvec_acc(src, 0, 1, M, dst, 1, 0, col0, ncols)
+
+
+@njit(**KERNEL)
+def _tiles_only(src, M, dst, col0, ncols):
+    return tile_matvec(src, 0, 1, M, dst, 1, 0, col0, ncols)
+
+
+def _weights(rng, dtype, shape):
+    if dtype == "float32":
+        w = rng.normal(size=shape).astype(np.float32)
+        return w, w
+    if dtype == "float16":
+        w = rng.normal(size=shape).astype(np.float16)
+        return w.view(np.uint16), w.astype(np.float32)
+    w = rng.integers(-127, 128, shape).astype(np.int8)
+    return w, w.astype(np.float32)
+
+
+SHAPES = [(16, 64, 0, 64), (3, 50, 0, 50), (17, 130, 2, 128), (1, 16, 0, 16), (32, 200, 8, 192), (5, 7, 0, 7),
+          (64, 1024, 0, 1024)]  # the last is above SMALL: the row-wise path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("rows, cols, col0, n", SHAPES)
+def test_matvec_accumulates_like_numpy(rng, dtype, rows, cols, col0, n):
+    src = rng.normal(size=(1, 2, rows)).astype(np.float32)
+    stored, dense = _weights(rng, dtype, (rows, cols))
+    dst = rng.normal(size=(2, 1, cols)).astype(np.float32)
+    ref = dst.astype(np.float64)
+    ref[1, 0, col0:col0 + n] += src[0, 1].astype(np.float64) @ dense[:, col0:col0 + n]
+    _acc(src, stored, dst, col0, n)
+    np.testing.assert_allclose(dst, ref, rtol=1e-5, atol=1e-4 * max(1, rows) ** 0.5)
+
+
+def test_tiles_leave_the_tail_to_the_caller(rng):
+    src = rng.normal(size=(1, 2, 8)).astype(np.float32)
+    M = rng.normal(size=(8, 40)).astype(np.float32)
+    dst = np.zeros((2, 1, 40), np.float32)
+    done = _tiles_only(src, M, dst, 0, 40)
+    assert done == 40 // LANES * LANES
+    np.testing.assert_allclose(dst[1, 0, :done], src[0, 1] @ M[:, :done], rtol=1e-5, atol=1e-5)
+    assert not dst[1, 0, done:].any() and not dst[0].any()

@@ -1,0 +1,130 @@
+"""A register-tiled matrix-vector product for small weight matrices, as an LLVM intrinsic.
+
+Written in numba, ``dst[cols] += src @ M[:, cols]`` loads and stores the accumulator once
+per row (or per four rows): LLVM cannot keep it in registers because it cannot prove that
+``dst`` and ``M`` do not overlap. For the small matrices of per-sample models (16 x 64,
+32 x 128) that traffic and the per-row loop overhead cost twice the arithmetic. This
+intrinsic emits the loop with its accumulators as LLVM vector values: for each tile of
+``TILE`` vectors of ``LANES`` columns it walks every row of ``M`` with the partial sums
+held in registers, then stores the tile once. LLVM lowers the vectors to whatever the
+host has (AVX-512: one register per vector; AVX2: two).
+
+It pays while ``M`` sits in L1; for large matrices walking down columns defeats the
+prefetchers, so callers use it below ``SMALL`` weights and keep the row-wise numba loop
+otherwise. Weights may be float32, float16 bits (uint16) or int8, widened in registers;
+int8 scales are the caller's business, as everywhere.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANES = 16  # float32 lanes per vector (one AVX-512 register)
+TILE = 4  # vectors accumulated together: 64 columns per pass over the rows
+SMALL = 16384  # weights (rows x columns) up to which tiles beat the row-wise loop
+
+
+def _widen(builder, raw, dtype):
+    """A vector of stored weights -> <LANES x float>."""
+    vf = ir.VectorType(ir.FloatType(), LANES)
+    if isinstance(dtype, types.Float):
+        return raw
+    if dtype.bitwidth == 16:  # float16 bits
+        return builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), LANES)), vf)
+    return builder.sitofp(raw, vf)  # int8
+
+
+@intrinsic
+def tile_matvec(typingctx, src, s0, s1, M, dst, d0, d1, col0, ncols):
+    """``dst[d0, d1, col0:col0+n] += src[s0, s1, :] @ M[:, col0:col0+n]``; returns n.
+
+    ``src`` and ``dst`` are C-contiguous 3D float32 arrays, ``M`` a C-contiguous 2D
+    array of float32, uint16 (float16 bits) or int8. ``n`` is ``ncols`` rounded down to
+    a multiple of ``LANES``: the caller finishes the remaining columns. No bounds checks.
+    """
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array) and isinstance(M, types.Array)):
+        return None
+    if src.ndim != 3 or dst.ndim != 3 or M.ndim != 2 or src.dtype != types.float32 or dst.dtype != types.float32:
+        return None
+    if M.dtype not in (types.float32, types.uint16, types.int8):
+        return None
+    sig = types.intp(src, s0, s1, M, dst, d0, d1, col0, ncols)
+
+    def codegen(context, builder, signature, args):
+        src_t, _, _, M_t, dst_t = signature.args[:5]
+        a_src, a_s0, a_s1, a_M, a_dst, a_d0, a_d1, a_col0, a_ncols = args
+        intp = context.get_value_type(types.intp)
+        f32 = ir.FloatType()
+        vf = ir.VectorType(f32, LANES)
+        elem = context.get_value_type(M_t.dtype)
+        vraw = ir.VectorType(elem, LANES)
+        zero_i = ir.Constant(intp, 0)
+        one_i = ir.Constant(intp, 1)
+
+        src_a = context.make_array(src_t)(context, builder, a_src)
+        dst_a = context.make_array(dst_t)(context, builder, a_dst)
+        m_a = context.make_array(M_t)(context, builder, a_M)
+        x_ptr = cgutils.get_item_pointer(context, builder, src_t, src_a, [a_s0, a_s1, zero_i])
+        y_ptr = cgutils.get_item_pointer(context, builder, dst_t, dst_a, [a_d0, a_d1, a_col0])
+        nrows = builder.extract_value(m_a.shape, 0)
+        row_len = builder.extract_value(m_a.shape, 1)  # elements per row (C-contiguous)
+        m_col0 = builder.gep(m_a.data, [a_col0])  # &M[0, col0]
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fmuladd.v{LANES}f32")
+        splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+
+        def tile_pass(c, width):
+            """Accumulate columns [c, c + width*LANES) over every row, in registers."""
+            y_tile = [builder.bitcast(builder.gep(y_ptr, [builder.add(c, ir.Constant(intp, k * LANES))]),
+                                      vf.as_pointer()) for k in range(width)]
+            start = [builder.load(p, align=4) for p in y_tile]
+            entry = builder.block
+            body = builder.append_basic_block("tile.rows")
+            done = builder.append_basic_block("tile.done")
+            builder.cbranch(builder.icmp_signed(">", nrows, zero_i), body, done)
+            builder.position_at_end(body)
+            i = builder.phi(intp)
+            accs = [builder.phi(vf) for _ in range(width)]
+            i.add_incoming(zero_i, entry)
+            for a, s in zip(accs, start):
+                a.add_incoming(s, entry)
+            xi = builder.load(builder.gep(x_ptr, [i]))
+            xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vf, ir.Undefined), xi,
+                                                              ir.Constant(ir.IntType(32), 0)),
+                                        ir.Constant(vf, ir.Undefined), splat_mask)
+            row = builder.gep(m_col0, [builder.mul(i, row_len)])
+            new = []
+            for k in range(width):
+                p = builder.bitcast(builder.gep(row, [builder.add(c, ir.Constant(intp, k * LANES))]),
+                                    vraw.as_pointer())
+                w = _widen(builder, builder.load(p, align=1), M_t.dtype)
+                new.append(builder.call(fmuladd, [xs, w, accs[k]]))
+            i_next = builder.add(i, one_i)
+            tail = builder.block
+            i.add_incoming(i_next, tail)
+            for a, v in zip(accs, new):
+                a.add_incoming(v, tail)
+            builder.cbranch(builder.icmp_signed("<", i_next, nrows), body, done)
+            builder.position_at_end(done)
+            final = [builder.phi(vf) for _ in range(width)]
+            for f_, s, v in zip(final, start, new):
+                f_.add_incoming(s, entry)
+                f_.add_incoming(v, tail)
+            for p, v in zip(y_tile, final):
+                builder.store(v, p, align=4)
+
+        full = ir.Constant(intp, TILE * LANES)
+        n_tiles = builder.sdiv(a_ncols, full)
+        with cgutils.for_range(builder, n_tiles) as loop:
+            tile_pass(builder.mul(loop.index, full), TILE)
+        done_cols = builder.mul(n_tiles, full)
+        lane = ir.Constant(intp, LANES)
+        n_single = builder.sdiv(builder.sub(a_ncols, done_cols), lane)
+        with cgutils.for_range(builder, n_single) as loop:
+            tile_pass(builder.add(done_cols, builder.mul(loop.index, lane)), 1)
+        return builder.add(done_cols, builder.mul(n_single, lane))
+
+    return sig, codegen
