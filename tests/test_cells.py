@@ -48,12 +48,13 @@ def make(rng, variant, direction="forward", I=I, H=H):
     return random_recurrent(rng, cell, I, H, direction=direction, **opts)
 
 
+@pytest.mark.parametrize("width", [I, 9], ids=["narrow", "wide"])  # fused vs hoisted input product
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_run_matches_oracle(rng, variant, direction):
-    layer, w = make(rng, variant, direction)
+def test_run_matches_oracle(rng, variant, direction, width):
+    layer, w = make(rng, variant, direction, I=width)
     model = single_layer_model(layer)
-    x = rng.normal(0, 1, (B, T, I)).astype(np.float32)
+    x = rng.normal(0, 1, (B, T, width)).astype(np.float32)
     lengths = np.array([T, 4, 1])
     state = random_state(rng, layer, B)
     y, st = model.run(x, lengths=lengths, state=state, return_state=True)
@@ -71,12 +72,13 @@ def test_bidirectional_activations_per_direction(rng):
     np.testing.assert_allclose(y, oracle_recurrent(layer, w, x)[0], **TOL)
 
 
+@pytest.mark.parametrize("width", [I, 9], ids=["narrow", "wide"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_stream_matches_oracle(rng, variant):
+def test_stream_matches_oracle(rng, variant, width):
     """step (unbatched and batched), process and run give the oracle's answer."""
-    layer, w = make(rng, variant)
+    layer, w = make(rng, variant, I=width)
     model = single_layer_model(layer)
-    x = rng.normal(0, 1, (B, T, I)).astype(np.float32)
+    x = rng.normal(0, 1, (B, T, width)).astype(np.float32)
     y_ref, st_ref = oracle_recurrent(layer, w, x)
 
     batched = model.stream(batch=B)
@@ -86,7 +88,7 @@ def test_stream_matches_oracle(rng, variant):
         np.testing.assert_allclose(v, st_ref[k], **TOL)
 
     y_proc = model.stream(batch=B).process(x)
-    np.testing.assert_array_equal(y_proc, y_step)  # same kernel, same order: bit for bit
+    np.testing.assert_array_equal(y_proc, y_step)  # same arithmetic, whichever path: bit for bit
 
     single = model.stream()
     y0 = np.stack([single.step(x[0, t]) for t in range(T)])

@@ -14,7 +14,7 @@ Shapes (per call; ``d`` selects one direction of a layer's stacked weights)::
     R        (D, Hr, GH)  f32/u16/i8   recurrent weights, ONNX's R transposed
     proj     (D, H, Hr)   f32/u16/i8   LSTM projection (a (D, 1, 1) dummy when absent)
     V        (D, K)       float32   packed vectors, see ``packing.vector_layout``
-    cfg      (D, 16)      float32   activations and flags, see ``packing.CFG_*``
+    cfg      (D, 17)      float32   activations and flags, see ``packing.CFG_*``
     h        (B, D, Hr)   float32   hidden state, updated in place
     c        (B, D, H)    float32   LSTM cell state, updated in place
     y        (B, T, Dout) float32   outputs; this direction writes columns y_off:y_off+Hr
@@ -31,8 +31,8 @@ from numba import njit
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
-from .packing import (CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PEEPHOLES, CFG_PROJ,
-                      CFG_REVERSE, CFG_YOFF)
+from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_STD, CFG_YOFF
+from .simd import SMALL, tile_matvec
 from .weights import load, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
@@ -42,37 +42,31 @@ KERNEL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 HELPER = dict(KERNEL, inline="always")
 
 CHUNK = 32  # time steps whose input projection is hoisted together
+# Inputs this narrow (per-sample audio, sensors) are not worth a separate hoisting pass
+# over a chunk: their input product is computed step by step instead (same arithmetic, so
+# the same bits). A single step (T == 1) never gains from hoisting either.
+FUSE_MAX_INPUT = 4
 
 
 def work_size(B: int, T: int, G: int, H: int, Hr: int) -> int:
     """Scratch floats a recurrent kernel needs for B streams and T steps."""
-    return B * min(T, CHUNK) * G * H + B * G * H + H + Hr
+    return B * min(T, CHUNK) * G * H + B * G * H + B * H
 
 
 # --- shared loops -----------------------------------------------------------------------
+# Inside the time loop nothing creates an array view: numba reference-counts every view
+# with atomic increments and decrements, which cost more than the arithmetic of a small
+# cell. The helpers take whole arrays and indices instead.
 
 
 @njit(**HELPER)
 def _vecmat(v, M, out):
-    """out[:] = v @ M with M read through ``load``; no scale applied."""
+    """out[:] = v @ M with M read through ``load``; no scale applied (outside hot loops)."""
     out[:] = 0.0
     for i in range(v.shape[0]):
         vi = v[i]
-        row = M[i]
         for j in range(out.shape[0]):
-            out[j] += vi * load(row[j])
-
-
-@njit(**HELPER)
-def _vecmat_cols(v, M, col0, out):
-    """out[:] = v @ M[:, col0:col0+len(out)] (a gate block of a transposed weight)."""
-    out[:] = 0.0
-    n = out.shape[0]
-    for i in range(v.shape[0]):
-        vi = v[i]
-        row = M[i]
-        for j in range(n):
-            out[j] += vi * load(row[col0 + j])
+            out[j] += vi * load(M[i, j])
 
 
 @njit(**HELPER)
@@ -82,8 +76,62 @@ def _time(s, T, reverse):
 
 
 @njit(**HELPER)
+def _rows_acc(src, s0, s1, M, dst, d0, d1, col0, end):
+    """dst[d0, d1, col0:end] += src[s0, s1, :] @ M[:, col0:end], four rows per pass.
+
+    Four rows per pass over the output: the accumulator is loaded and stored a quarter
+    as often as row by row (3x faster at 16 x 64), and the rows stream in the order the
+    prefetchers like, which is what large matrices need.
+    """
+    n = M.shape[0]
+    i = 0
+    while i + 4 <= n:
+        v0 = src[s0, s1, i]
+        v1 = src[s0, s1, i + 1]
+        v2 = src[s0, s1, i + 2]
+        v3 = src[s0, s1, i + 3]
+        for j in range(col0, end):
+            dst[d0, d1, j] += (v0 * load(M[i, j]) + v1 * load(M[i + 1, j])
+                               + v2 * load(M[i + 2, j]) + v3 * load(M[i + 3, j]))
+        i += 4
+    while i < n:
+        v = src[s0, s1, i]
+        for j in range(col0, end):
+            dst[d0, d1, j] += v * load(M[i, j])
+        i += 1
+
+
+@njit(**HELPER)
+def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
+    """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols].
+
+    A matrix small enough to sit in L1 goes through register tiles
+    (``simd.tile_matvec``, 2x faster at 32 x 128) for all but its last few columns;
+    larger ones take the row-wise loop. The two calls of ``_rows_acc`` stay separate:
+    sharing one loop with a start column that depends on the tiles slowed the large
+    case 4x (LLVM then vectorised it worse).
+    """
+    if M.shape[0] * ncols <= SMALL:
+        done = tile_matvec(src, s0, s1, M, dst, d0, d1, col0, ncols)
+        _rows_acc(src, s0, s1, M, dst, d0, d1, col0 + done, col0 + ncols)
+    else:
+        _rows_acc(src, s0, s1, M, dst, d0, d1, col0, col0 + ncols)
+
+
+@njit(**HELPER)
+def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
+    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M)."""
+    for j in range(col0, col0 + ncols):
+        dst[d0, d1, j] = 0.0
+    _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols)
+    if scaled(M[0, 0]):
+        for j in range(col0, col0 + ncols):
+            dst[d0, d1, j] *= scale[j]
+
+
+@njit(**HELPER)
 def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
-    """gx[b, k] = x[b, t(s0+k)] @ Wd * sW + bias for the chunk's active rows."""
+    """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows."""
     B, T, _ = x.shape
     GH = gx.shape[2]
     for b in range(B):
@@ -91,23 +139,99 @@ def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
             t = _time(s0 + k, T, reverse)
             if t >= lengths[b]:
                 continue
-            row = gx[b, k]
-            _vecmat(x[b, t], Wd, row)
-            if scaled(Wd[0, 0]):
-                for j in range(GH):
-                    row[j] = row[j] * sW[j] + bias[j]
-            else:
-                for j in range(GH):
-                    row[j] += bias[j]
+            _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+            for j in range(GH):
+                gx[b, k, j] += bias[j]
 
 
 @njit(**HELPER)
-def _recurrent(hb, Rd, sR, acc):
-    """acc[:] = hb @ Rd * sR (the recurrent term of every gate)."""
-    _vecmat(hb, Rd, acc)
+def _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused):
+    """Complete gx[b, k, :] into every gate's pre-activation for step t of stream b.
+
+    Hoisted (``fused`` False): gx already holds x·W + bias. Fused: the input product is
+    computed here, per step, with exactly the hoist's arithmetic, so a stream gives the
+    same bits whichever path its steps take. Then h·R is added (through ``acc`` when an
+    int8 R needs its scales).
+    """
+    GH = gx.shape[2]
+    if fused:
+        _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+        for j in range(GH):
+            gx[b, k, j] += bias[j]
     if scaled(Rd[0, 0]):
-        for j in range(acc.shape[0]):
-            acc[j] *= sR[j]
+        _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
+        for j in range(GH):
+            gx[b, k, j] += acc[b, 0, j]
+    else:
+        _matvec_acc(h, b, d, Rd, gx, b, k, 0, GH)
+
+
+@njit(**HELPER)
+def _pad(y, b, t, y_off, n):
+    """Zero the outputs of a padding step."""
+    for j in range(n):
+        y[b, t, y_off + j] = 0.0
+
+
+@njit(**HELPER)
+def _emit(h, b, d, y, t, y_off, n):
+    """Copy the new hidden state to the output."""
+    for j in range(n):
+        y[b, t, y_off + j] = h[b, d, j]
+
+
+# --- unit loops (inlined; called with a constant ``std`` so the default-activation loop
+# compiles without the generic activation switch and vectorises) -------------------------
+
+
+@njit(**HELPER)
+def _rnn_units(gx, k, b, d, f, bound, h, std):
+    H = h.shape[2]
+    for j in range(H):
+        h[b, d, j] = rnn_unit(gx[b, k, j], f, bound, std)
+
+
+@njit(**HELPER)
+def _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, std):
+    """New cell state into c[b, d], new (unprojected) hidden values into m[b]."""
+    H = c.shape[2]
+    for j in range(H):
+        hn, cn = lstm_unit(
+            gx[b, k, j], gx[b, k, H + j], gx[b, k, 2 * H + j], gx[b, k, 3 * H + j],
+            c[b, d, j], peep[j], peep[H + j], peep[2 * H + j], fa, ga, ha, bound, coupled, std,
+        )
+        c[b, d, j] = cn
+        m[b, 0, j] = hn
+
+
+@njit(**HELPER)
+def _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, std):
+    """linear_before_reset=1: acc[b, 0, :H] <- z, acc[b, 0, H:2H] <- candidate pre-activation."""
+    H = rbh.shape[0]
+    for j in range(H):
+        z = gru_gate(gx[b, k, j] + acc[b, 0, j], fa, bound, std)
+        r = gru_gate(gx[b, k, H + j] + acc[b, 0, H + j], fa, bound, std)
+        acc[b, 0, H + j] = gx[b, k, 2 * H + j] + r * (acc[b, 0, 2 * H + j] + rbh[j])
+        acc[b, 0, j] = z
+
+
+@njit(**HELPER)
+def _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, std):
+    """linear_before_reset=0, first half: acc[b, 0, :H] <- z, rh[b, 0] <- r * h."""
+    H = h.shape[2]
+    for j in range(H):
+        z = gru_gate(gx[b, k, j] + acc[b, 0, j], fa, bound, std)
+        r = gru_gate(gx[b, k, H + j] + acc[b, 0, H + j], fa, bound, std)
+        acc[b, 0, j] = z
+        rh[b, 0, j] = r * h[b, d, j]
+
+
+@njit(**HELPER)
+def _gru_units(acc, b, d, ga, bound, h, std):
+    """acc[b, 0, :H] holds z, acc[b, 0, H:2H] the candidate pre-activation."""
+    H = h.shape[2]
+    for j in range(H):
+        h[b, d, j] = gru_unit(acc[b, 0, j], acc[b, 0, H + j], h[b, d, j], ga, bound, std)
 
 
 # --- recurrent kernels ------------------------------------------------------------------
@@ -124,6 +248,7 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     f = cf[CFG_F:CFG_F + 3]
     bound = cf[CFG_CLIP]
     reverse = cf[CFG_REVERSE] != 0
+    std = cf[CFG_STD] != 0
     y_off = int(cf[CFG_YOFF])
     v = V[d]
     bias = v[0:GH]
@@ -133,25 +258,24 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     Rd = R[d]
     TC = min(T, CHUNK)
     gx = work[:B * TC * GH].reshape((B, TC, GH))
-    acc_all = work[B * TC * GH:B * TC * GH + B * GH].reshape((B, GH))
+    acc = work[B * TC * GH:B * TC * GH + B * GH].reshape((B, 1, GH))
+    fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
-        _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
+        if not fused:
+            _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
             for b in range(B):
-                yb = y[b, t]
                 if t >= lengths[b]:
-                    for j in range(Hr):
-                        yb[y_off + j] = 0.0
+                    _pad(y, b, t, y_off, Hr)
                     continue
-                hb = h[b, d]
-                acc = acc_all[b]
-                _recurrent(hb, Rd, sR, acc)
-                g = gx[b, k]
-                for j in range(H):
-                    hb[j] = rnn_unit(g[j] + acc[j], f, bound)
-                    yb[y_off + j] = hb[j]
+                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                if std:
+                    _rnn_units(gx, k, b, d, f, bound, h, True)
+                else:
+                    _rnn_units(gx, k, b, d, f, bound, h, False)
+                _emit(h, b, d, y, t, y_off, Hr)
 
 
 @njit(**KERNEL)
@@ -167,13 +291,13 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
     ha = cf[CFG_H:CFG_H + 3]
     bound = cf[CFG_CLIP]
     coupled = cf[CFG_COUPLED] != 0
-    peepholes = cf[CFG_PEEPHOLES] != 0
     has_proj = cf[CFG_PROJ] != 0
     reverse = cf[CFG_REVERSE] != 0
+    std = cf[CFG_STD] != 0
     y_off = int(cf[CFG_YOFF])
     v = V[d]
     bias = v[0:GH]
-    peep = v[GH + H:GH + 4 * H]
+    peep = v[GH + H:GH + 4 * H]  # zeros without peepholes: adding 0 * c costs less than a branch
     sW = v[GH + 4 * H:2 * GH + 4 * H]
     sR = v[2 * GH + 4 * H:3 * GH + 4 * H]
     sP = v[3 * GH + 4 * H:3 * GH + 4 * H + Hr]
@@ -184,51 +308,30 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
     o_acc = B * TC * GH
     o_m = o_acc + B * GH
     gx = work[:o_acc].reshape((B, TC, GH))
-    acc_all = work[o_acc:o_m].reshape((B, GH))
-    m = work[o_m:o_m + H]
-    zero = np.float32(0.0)
+    acc = work[o_acc:o_m].reshape((B, 1, GH))
+    m = work[o_m:o_m + B * H].reshape((B, 1, H))
+    fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
-        _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
+        if not fused:
+            _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
             for b in range(B):
-                yb = y[b, t]
                 if t >= lengths[b]:
-                    for j in range(Hr):
-                        yb[y_off + j] = 0.0
+                    _pad(y, b, t, y_off, Hr)
                     continue
-                hb = h[b, d]
-                cb = c[b, d]
-                acc = acc_all[b]
-                _recurrent(hb, Rd, sR, acc)
-                g = gx[b, k]
-                for j in range(H):
-                    if peepholes:
-                        p_i = peep[j]
-                        p_o = peep[H + j]
-                        p_f = peep[2 * H + j]
-                    else:
-                        p_i = zero
-                        p_o = zero
-                        p_f = zero
-                    hn, cn = lstm_unit(
-                        g[j] + acc[j], g[H + j] + acc[H + j], g[2 * H + j] + acc[2 * H + j],
-                        g[3 * H + j] + acc[3 * H + j], cb[j], p_i, p_o, p_f,
-                        fa, ga, ha, bound, coupled,
-                    )
-                    cb[j] = cn
-                    m[j] = hn
+                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                if std:
+                    _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, True)
+                else:
+                    _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, False)
                 if has_proj:
-                    _vecmat(m, Pd, hb)
-                    if scaled(Pd[0, 0]):
-                        for j in range(Hr):
-                            hb[j] *= sP[j]
+                    _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
                 else:
                     for j in range(H):
-                        hb[j] = m[j]
-                for j in range(Hr):
-                    yb[y_off + j] = hb[j]
+                        h[b, d, j] = m[b, 0, j]
+                _emit(h, b, d, y, t, y_off, Hr)
 
 
 @njit(**KERNEL)
@@ -244,6 +347,7 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     bound = cf[CFG_CLIP]
     lbr = cf[CFG_LBR] != 0
     reverse = cf[CFG_REVERSE] != 0
+    std = cf[CFG_STD] != 0
     y_off = int(cf[CFG_YOFF])
     v = V[d]
     bias = v[0:GH]
@@ -254,55 +358,41 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     Rd = R[d]
     TC = min(T, CHUNK)
     o_acc = B * TC * GH
-    o_tmp = o_acc + B * GH
+    o_rh = o_acc + B * GH
     gx = work[:o_acc].reshape((B, TC, GH))
-    acc_all = work[o_acc:o_tmp].reshape((B, GH))
-    rh = work[o_tmp:o_tmp + H]
-    scaled_r = scaled(Rd[0, 0])
+    acc = work[o_acc:o_rh].reshape((B, 1, GH))
+    rh = work[o_rh:o_rh + B * H].reshape((B, 1, H))  # r * h, shaped like h for _matvec
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
             for b in range(B):
-                yb = y[b, t]
                 if t >= lengths[b]:
-                    for j in range(Hr):
-                        yb[y_off + j] = 0.0
+                    _pad(y, b, t, y_off, Hr)
                     continue
-                hb = h[b, d]
-                acc = acc_all[b]
-                g = gx[b, k]
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
-                    _recurrent(hb, Rd, sR, acc)
-                    for j in range(H):
-                        z = gru_gate(g[j] + acc[j], fa, bound)
-                        r = gru_gate(g[H + j] + acc[H + j], fa, bound)
-                        n_pre = g[2 * H + j] + r * (acc[2 * H + j] + rbh[j])
-                        acc[j] = z  # keep z; h must not change until every unit is done
-                        acc[H + j] = n_pre
+                    _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
+                    if std:
+                        _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, True)
+                    else:
+                        _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, False)
                 else:
                     # z and r first, then (r * h)·Rh
-                    zr = acc[0:2 * H]
-                    _vecmat_cols(hb, Rd, 0, zr)
+                    _matvec(h, b, d, Rd, sR, acc, b, 0, 0, 2 * H)
+                    if std:
+                        _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, True)
+                    else:
+                        _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, False)
+                    _matvec(rh, b, 0, Rd, sR, acc, b, 0, 2 * H, H)
                     for j in range(H):
-                        if scaled_r:
-                            zr[j] *= sR[j]
-                            zr[H + j] *= sR[H + j]
-                        z = gru_gate(g[j] + zr[j], fa, bound)
-                        r = gru_gate(g[H + j] + zr[H + j], fa, bound)
-                        zr[j] = z
-                        rh[j] = r * hb[j]
-                    nn = acc[2 * H:3 * H]
-                    _vecmat_cols(rh, Rd, 2 * H, nn)
-                    for j in range(H):
-                        if scaled_r:
-                            nn[j] *= sR[2 * H + j]
-                        acc[H + j] = g[2 * H + j] + nn[j]
-                for j in range(H):
-                    hb[j] = gru_unit(acc[j], acc[H + j], hb[j], ga, bound)
-                    yb[y_off + j] = hb[j]
+                        acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
+                if std:
+                    _gru_units(acc, b, d, ga, bound, h, True)
+                else:
+                    _gru_units(acc, b, d, ga, bound, h, False)
+                _emit(h, b, d, y, t, y_off, Hr)
 
 
 # --- feed-forward kernels ---------------------------------------------------------------
@@ -311,17 +401,14 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
 @njit(**KERNEL)
 def dense(x, W, bias, scale, y):
     """y (N, O) = x (N, I) @ W (I, O) * scale + bias; scale is used for int8 W only."""
-    N = x.shape[0]
+    N, I = x.shape
     O = y.shape[1]
+    x3 = x.reshape((N, 1, I))
+    y3 = y.reshape((N, 1, O))
     for n in range(N):
-        row = y[n]
-        _vecmat(x[n], W, row)
-        if scaled(W[0, 0]):
-            for o in range(O):
-                row[o] = row[o] * scale[o] + bias[o]
-        else:
-            for o in range(O):
-                row[o] += bias[o]
+        _matvec(x3, n, 0, W, scale, y3, n, 0, 0, O)
+        for o in range(O):
+            y3[n, 0, o] += bias[o]
 
 
 @njit(**KERNEL)
