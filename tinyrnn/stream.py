@@ -19,6 +19,7 @@ import numpy as np
 from .errors import InputError, NonFiniteError, TinyRNNError, UnsupportedModelError
 
 MAX_BLOCK = 4096  # steps per plan inside process(): bounds the intermediate buffers
+_F32 = np.dtype(np.float32)
 
 
 class ConcurrentUseError(TinyRNNError, RuntimeError):
@@ -139,10 +140,15 @@ class Stream:
         self._busy = threading.Lock()
         self._tokens = model.input.tokens
         B, F = self.batch, model.input.shape
-        # views into the step plan: where an input goes, where the output is read
-        self._step_in = self._step_plan.input.reshape((B, *F))
-        self._step_out = self._step_plan.output.reshape((B, *model.output_shape))
-        self._step_shape = (B, *F) if self.batched else F
+        # views into the step plan: where an input goes, where the output is read, in the
+        # caller's shape (so the fast path below copies without broadcasting)
+        lead = (B,) if self.batched else ()  # unbatched: B is 1 and the axis disappears
+        self._step_in = self._step_plan.input.reshape((*lead, *F))
+        self._step_out = self._step_plan.output.reshape((*lead, *model.output_shape))
+        self._step_shape = self._step_in.shape
+        self._step_fast = not self._tokens and not self.check_finite
+        self._run_step = self._step_plan.run
+        self._step_shape_out = self._step_out.shape
 
     # --- stepping -----------------------------------------------------------------------
     def step(self, x, out: np.ndarray | None = None) -> np.ndarray:
@@ -151,21 +157,23 @@ class Stream:
         ``x``: ``(F,)`` float / one int token id (unbatched), ``(B, F)`` / ``(B,)`` (batched).
         Returns ``(out,)`` or ``(B, out)`` float32, a new array unless ``out`` is given.
         """
-        if not self._busy.acquire(blocking=False):
+        # This is the hot path of a stream: every line here costs tens of nanoseconds, so
+        # the common case (a float32 array of the right shape) is tested first and all
+        # else goes through the full checks in _load_step_input.
+        if not self._busy.acquire(False):
             raise ConcurrentUseError("this Stream is being used by another thread; give each thread its own stream")
         try:
-            if (not self._tokens and type(x) is np.ndarray and x.dtype == np.float32
-                    and x.shape == self._step_shape and not self.check_finite):
-                self._step_in[...] = x  # fast path: already the right shape and dtype
+            if self._step_fast and type(x) is np.ndarray and x.dtype == _F32 and x.shape == self._step_shape:
+                self._step_in[...] = x
             else:
                 self._load_step_input(x)
-            self._backend.run_plan(self._step_plan)
-            res = self._step_out if self.batched else self._step_out[0]
+            self._run_step()
             if out is None:
-                return self._backend.to_host(res, copy=True)
-            if out.shape != res.shape or out.dtype != np.float32:
-                raise InputError(f"out must be a float32 array of shape {res.shape}, found {_describe(out)}")
-            out[...] = self._backend.to_host(res, copy=False)
+                return self._backend.to_host(self._step_out, copy=True)
+            if type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32:
+                raise InputError(f"out must be a float32 array of shape {self._step_out.shape}, found "
+                                 f"{_describe(out)}")
+            out[...] = self._backend.to_host(self._step_out, copy=False)
             return out
         finally:
             self._busy.release()
@@ -174,7 +182,7 @@ class Stream:
         xb, batched = check_input(self.model, x, block=False, check_finite=self.check_finite)
         if batched != self.batched or xb.shape[0] != self.batch:
             raise InputError(self._mismatch("step", x, self._step_shape))
-        self._step_in[...] = xb
+        self._step_in[...] = xb if self.batched else xb[0]
 
     def process(self, xs) -> np.ndarray:
         """Advance every stream by T steps in compiled code.
