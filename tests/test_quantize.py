@@ -1,0 +1,326 @@
+"""Quantized weights: the math, every layer kind against float32, files and streams.
+
+The bounds asserted here come from the quantization step. int8 rounds each weight to the
+nearest multiple of its column's scale ``s_j = max_i |w_ij| / 127``, so the weight moves by
+at most ``s_j / 2``; fp16 moves a weight by at most ``2**-11 * |w|`` (or ``2**-25``,
+half its smallest step, for weights too small for float16's normal range). A dot product over
+``x`` therefore moves by at most ``s_j / 2 * |x|_1`` (int8) or ``2**-11 * sum_i |x_i w_ij|``
+(fp16): asserted as such for Dense and Embedding.
+
+For a recurrent layer every pre-activation, at every step, moves by at most
+
+    e = u * (max|W| * |x|_1 + max|R| * |h|_1 + max|proj| * H)    u = 1/254 (int8), 2**-11 (fp16)
+
+(the proj term only with a projection, whose input ``o * tanh(c)`` is below 1). What is
+asserted is ``max |y_q - y| <= K * e`` after T = 7 steps with ``K = 2``: the activations
+are about 1-Lipschitz, and over a few steps the recurrence feeds earlier errors back. Over
+every variant, direction and both schemes (several random draws each) the observed ratio
+``max |y_q - y| / e`` peaked at 1.0 (fp16, softplus RNN); its median is about 0.1 (int8)
+and 0.05 (fp16). ThresholdedRelu is
+left out of that test: it jumps by alpha at its threshold, so no bound proportional to the
+step exists for it. Its kernels, like every variant's, are checked exactly: a quantized
+model answers like the float32 model holding its dequantized weights.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyrnn
+from builders import oracle_recurrent, random_recurrent, random_state, single_layer_model
+from test_cells import TOL, VARIANTS
+from tinyrnn import InputSpec, Model, QuantizationError
+from tinyrnn.layers import Dense, Embedding, Softmax
+from tinyrnn.quantize import (FP16_UNIT, INT8_LEVELS, dequantize_model, file_size,
+                              quantize_fp16, quantize_int8)
+
+SCHEMES = ("int8", "fp16")
+UNIT = {"int8": 1 / (2 * INT8_LEVELS), "fp16": FP16_UNIT}  # largest weight error / max|w|
+K = 2.0  # see the module docstring
+I, H, B, T = 4, 5, 3, 7
+
+
+def text_model(rng, V=6, vocab=None, log=True, head_only=False):
+    """Embedding -> LSTM (peepholes, projection) -> GRU -> Dense -> (log-)softmax."""
+    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (V, 3)).astype(np.float32)}, V, 3)
+    lstm, _ = random_recurrent(rng, "lstm", 3, 4, name="lstm", peepholes=True, proj=2)
+    gru, _ = random_recurrent(rng, "gru", 2, 3, name="gru", linear_before_reset=True)
+    head = Dense("head", None, {"W": rng.normal(0, 2, (3, V)).astype(np.float32),
+                                "b": rng.normal(0, 1, V).astype(np.float32)}, 3, V)
+    layers = [emb, lstm, gru, head] + ([] if head_only else [Softmax("probs", None, log=log)])
+    return Model(layers, InputSpec.token_ids(V), vocab=vocab, metadata={"source": "test"})
+
+
+# --- the math -----------------------------------------------------------------------------
+
+
+def test_int8_scales_are_per_column_and_error_is_half_a_step(rng):
+    w = rng.normal(0, 1, (3, 40, 6)) * np.array([1e-3, 0.1, 1, 10, 0, 1e3])  # (D, I, GH)
+    q, scale = quantize_int8(w, axis=1)
+    assert q.dtype == np.int8 and q.shape == w.shape
+    assert scale.dtype == np.float32 and scale.shape == (3, 6)
+    np.testing.assert_allclose(scale[:, [0, 1, 2, 3, 5]], np.abs(w).max(1)[:, [0, 1, 2, 3, 5]] / 127, rtol=1e-7)
+    np.testing.assert_array_equal(scale[:, 4], 1.0)  # all-zero column: any scale, zeros stay zeros
+    np.testing.assert_array_equal(q[:, :, 4], 0)
+    assert np.abs(q.astype(int)).max() == 127 and q.min() >= -127  # -128 is never used
+    np.testing.assert_array_equal(np.abs(q.astype(int)).max(1)[:, [0, 1, 2, 3, 5]], 127)
+    err = np.abs(q * scale[:, None, :].astype(np.float64) - w)
+    assert (err <= scale[:, None, :] / 2 * (1 + 1e-6)).all()
+
+
+def test_int8_other_axes(rng):
+    dense = rng.normal(0, 1, (7, 3))  # (in, out): one scale per output column
+    q, s = quantize_int8(dense, axis=0)
+    np.testing.assert_allclose(s, np.abs(dense).max(0) / 127, rtol=1e-7)
+    table = rng.normal(0, 1, (5, 4))  # (V, dim): one scale per row
+    q, s = quantize_int8(table, axis=1)
+    np.testing.assert_allclose(s, np.abs(table).max(1) / 127, rtol=1e-7)
+    assert (np.abs(q * s[:, None] - table) <= s[:, None] / 2 * (1 + 1e-6)).all()
+
+
+def test_fp16_rounding_and_range(rng):
+    w = rng.normal(0, 1, 1000) * 10.0 ** rng.integers(-3, 4, 1000)
+    h = quantize_fp16(w)
+    assert h.dtype == np.float16
+    # relative 2**-11 in float16's normal range; below 2**-14 the absolute step is 2**-24
+    assert (np.abs(h.astype(np.float64) - w) <= np.maximum(FP16_UNIT * np.abs(w), 2.0 ** -25)).all()
+    with pytest.raises(QuantizationError, match=r"tensor x\.W holds values up to 70000 .* at most 65504"):
+        quantize_fp16(np.array([1.0, -7e4]), "tensor x.W")
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+def test_unknown_scheme(rng):
+    model = text_model(rng)
+    with pytest.raises(QuantizationError, match=r"one of \['fp16', 'int8'\], found 'int4'"):
+        model.quantize("int4")
+    assert isinstance(QuantizationError("x"), tinyrnn.TinyRNNError)
+
+
+def test_fp16_refuses_weights_beyond_its_range(rng):
+    layer, _ = random_recurrent(rng, "gru", 2, 3, scale=1e5)
+    with pytest.raises(QuantizationError, match=r"tensor rec\.W holds values up to .*Use scheme 'int8'"):
+        single_layer_model(layer).quantize("fp16")
+
+
+def test_int8_layout_of_every_layer_kind(rng):
+    model = text_model(rng)
+    q = model.quantize("int8")
+    emb, lstm, gru, head, probs = q.layers
+    shapes = {k: (v.dtype.name, v.shape) for layer in q.layers for k, v in
+              ((f"{layer.name}.{n}", a) for n, a in layer.params.items())}
+    assert shapes == {
+        "emb.table": ("int8", (6, 3)), "emb.table_scale": ("float32", (6,)),
+        "lstm.W": ("int8", (1, 3, 16)), "lstm.W_scale": ("float32", (1, 16)),
+        "lstm.R": ("int8", (1, 2, 16)), "lstm.R_scale": ("float32", (1, 16)),
+        "lstm.proj": ("int8", (1, 4, 2)), "lstm.proj_scale": ("float32", (1, 2)),
+        "lstm.B": ("float32", (1, 32)), "lstm.P": ("float32", (1, 12)),
+        "gru.W": ("int8", (1, 2, 9)), "gru.W_scale": ("float32", (1, 9)),
+        "gru.R": ("int8", (1, 3, 9)), "gru.R_scale": ("float32", (1, 9)),
+        "gru.B": ("float32", (1, 18)),
+        "head.W": ("int8", (3, 6)), "head.W_scale": ("float32", (6,)), "head.b": ("float32", (6,)),
+    }
+    # biases and peepholes are carried over untouched; scales follow the stated axes
+    for name in ("lstm.B", "lstm.P", "gru.B", "head.b"):
+        np.testing.assert_array_equal(q.tensors()[name], model.tensors()[name])
+    src = model.tensors()
+    np.testing.assert_allclose(q.tensors()["lstm.R_scale"], np.abs(src["lstm.R"]).max(1) / 127, rtol=1e-6)
+    np.testing.assert_allclose(q.tensors()["head.W_scale"], np.abs(src["head.W"]).max(0) / 127, rtol=1e-6)
+    np.testing.assert_allclose(q.tensors()["emb.table_scale"], np.abs(src["emb.table"]).max(1) / 127, rtol=1e-6)
+    assert q.dtype == "int8" and model.dtype == "float32"
+    assert q.metadata == {"source": "test", "quantization": {"scheme": "int8", "source_dtype": "float32"}}
+    assert model.metadata == {"source": "test"}  # the source model is not touched
+    assert q.num_params() == model.num_params()
+
+
+def test_fp16_layout(rng):
+    model = text_model(rng)
+    q = model.quantize("fp16")
+    t = q.tensors()
+    assert not any(k.endswith("_scale") for k in t)
+    for name in ("emb.table", "lstm.W", "lstm.R", "lstm.proj", "gru.W", "gru.R", "head.W"):
+        assert t[name].dtype == np.float16
+        np.testing.assert_array_equal(t[name], model.tensors()[name].astype(np.float16))
+    assert t["lstm.P"].dtype == np.float32 and q.dtype == "float16"
+    assert q.metadata["quantization"] == {"scheme": "fp16", "source_dtype": "float32"}
+
+
+def test_quantizing_again_starts_from_the_stored_weights(rng):
+    q = text_model(rng).quantize("int8")
+    again = q.quantize("int8")
+    for k, v in q.tensors().items():  # symmetric int8 is idempotent
+        np.testing.assert_array_equal(again.tensors()[k], v, err_msg=k)
+    half = q.quantize("fp16")
+    assert half.metadata["quantization"] == {"scheme": "fp16", "source_dtype": "int8"}
+    back = dequantize_model(q)
+    assert back.dtype == "float32"
+    np.testing.assert_array_equal(back.tensors()["head.W"],
+                                  q.tensors()["head.W"] * q.tensors()["head.W_scale"])
+
+
+# --- every cell kind against float32 ------------------------------------------------------
+
+
+def _run_both(rng, variant, direction, scheme):
+    cell, opts = VARIANTS[variant]
+    layer, w = random_recurrent(rng, cell, I, H, direction=direction, **opts)
+    x = rng.normal(0, 1, (B, T, I)).astype(np.float32)
+    state = random_state(rng, layer, B)
+    q = single_layer_model(layer).quantize(scheme)
+    return layer, w, x, state, q
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_quantized_kernels_match_dequantized_float32(rng, variant, direction, scheme):
+    """The kernels' int8/fp16 paths compute exactly what the stored weights stand for."""
+    layer, w, x, state, q = _run_both(rng, variant, direction, scheme)
+    lengths = np.array([T, 4, 1])
+    y, st = q.run(x, lengths=lengths, state=state, return_state=True)
+    y_ref, st_ref = dequantize_model(q).run(x, lengths=lengths, state=state, return_state=True)
+    np.testing.assert_allclose(y, y_ref, **TOL)
+    for k in st_ref:
+        np.testing.assert_allclose(st[k], st_ref[k], **TOL, err_msg=k)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("variant", sorted(v for v in VARIANTS if v != "rnn-thresholdedrelu"))
+def test_quantization_error_within_bound(rng, variant, direction, scheme):
+    """Quantized outputs stay within K * e of the float32 weights' (see the docstring)."""
+    layer, w, x, state, q = _run_both(rng, variant, direction, scheme)
+    y = q.run(x, state=state)
+    y_ref, _ = oracle_recurrent(layer, w, x, state=state)  # the original weights, float64
+    x1 = np.abs(x).sum(-1).max()
+    h1 = layer.recurrent_size * max(np.abs(y_ref).max(), np.abs(state["rec.h"]).max())
+    e = UNIT[scheme] * (np.abs(w["W"]).max() * x1 + np.abs(w["R"]).max() * h1)
+    if w["proj"] is not None:
+        e += UNIT[scheme] * np.abs(w["proj"]).max() * layer.hidden_size
+    err = np.abs(y - y_ref).max()
+    assert err <= K * e, f"error {err:.3g} exceeds {K} * e = {K * e:.3g}"
+    assert err > 0  # the weights did change
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_dense_error_bound(rng, scheme):
+    W = rng.normal(0, 1, (30, 8)).astype(np.float32) * np.linspace(0.01, 3, 8, dtype=np.float32)
+    b = rng.normal(0, 1, 8).astype(np.float32)
+    model = Model([Dense("d", None, {"W": W, "b": b}, 30, 8)], InputSpec.features(30))
+    q = model.quantize(scheme)
+    x = rng.normal(0, 1, (50, 30)).astype(np.float32)
+    err = np.abs(q.run(x).astype(np.float64) - (x.astype(np.float64) @ W + b))
+    if scheme == "int8":
+        bound = np.abs(x).sum(-1, keepdims=True) * (np.abs(W).max(0) / 127 / 2)  # (N, out)
+    else:
+        bound = FP16_UNIT * (np.abs(x) @ np.abs(W))
+    assert (err <= bound + 1e-5).all()
+    assert err.max() > bound.max() / 100  # and the bound is not vacuous
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_embedding_error_bound(rng, scheme):
+    table = (rng.normal(0, 1, (9, 5)) * np.linspace(0.1, 5, 9)[:, None]).astype(np.float32)
+    model = Model([Embedding("e", None, {"table": table}, 9, 5)], InputSpec.token_ids(9))
+    q = model.quantize(scheme)
+    ids = np.arange(9)
+    err = np.abs(q.run(ids).astype(np.float64) - table)  # (9, 5)
+    if scheme == "int8":
+        bound = np.abs(table).max(1, keepdims=True) / 127 / 2  # one step per row (token)
+    else:
+        bound = FP16_UNIT * np.abs(table)
+    assert (err <= bound * (1 + 1e-6)).all()
+
+
+# --- files and streams --------------------------------------------------------------------
+
+
+def _header(path):
+    raw = Path(path).read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8:8 + n])
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_save_load_round_trip(tmp_path, rng, scheme):
+    model = text_model(rng, vocab=list("abcde "))
+    q = model.quantize(scheme)
+    path = tmp_path / "q.trnn"
+    q.save(path)
+    loaded = tinyrnn.load(path)
+    assert loaded.architecture() == q.architecture() and loaded.dtype == q.dtype
+    for name, arr in q.tensors().items():
+        assert loaded.tensors()[name].dtype == arr.dtype
+        np.testing.assert_array_equal(loaded.tensors()[name], arr)
+    ids = rng.integers(0, 6, (2, 9))
+    np.testing.assert_array_equal(loaded.run(ids), q.run(ids))
+    header = _header(path)
+    want = {"int8": "I8", "fp16": "F16"}[scheme]
+    for name in ("emb.table", "lstm.W", "lstm.R", "lstm.proj", "gru.W", "gru.R", "head.W"):
+        assert header[name]["dtype"] == want, name
+        assert (name + "_scale" in header) == (scheme == "int8")
+        if scheme == "int8":
+            assert header[name + "_scale"]["dtype"] == "F32"
+    assert header["lstm.B"]["dtype"] == "F32"
+    arch = json.loads(header["__metadata__"]["tinyrnn"])
+    assert arch["metadata"]["quantization"]["scheme"] == scheme
+    assert {l["weights"] for l in arch["layers"] if "weights" in l} == {q.dtype}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_safetensors_opens_the_quantized_file(tmp_path, rng, scheme):
+    from safetensors.numpy import load_file
+
+    q = text_model(rng).quantize(scheme)
+    q.save(tmp_path / "q.trnn")
+    tensors = load_file(str(tmp_path / "q.trnn"))
+    assert set(tensors) == set(q.tensors())
+    for k, v in tensors.items():
+        assert v.dtype == q.tensors()[k].dtype
+        np.testing.assert_array_equal(v, q.tensors()[k])
+
+
+def test_file_sizes(tmp_path, rng):
+    """Weights dominate a real model's file: int8 is about a quarter, fp16 a half."""
+    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (64, 32)).astype(np.float32)}, 64, 32)
+    lstm, _ = random_recurrent(rng, "lstm", 32, 128, name="lstm", scale=0.1)
+    head = Dense("head", None, {"W": rng.normal(0, 1, (128, 64)).astype(np.float32),
+                                "b": np.zeros(64, np.float32)}, 128, 64)
+    model = Model([emb, lstm, head], InputSpec.token_ids(64))
+    sizes = {}
+    for name, m in (("float32", model), ("int8", model.quantize("int8")), ("fp16", model.quantize("fp16"))):
+        m.save(tmp_path / f"{name}.trnn")
+        sizes[name] = (tmp_path / f"{name}.trnn").stat().st_size
+        assert sizes[name] == file_size(m)
+    # the rest is float32 biases and int8 scales (one per output column), and the header
+    assert 0.25 < sizes["int8"] / sizes["float32"] < 0.28
+    assert 0.50 < sizes["fp16"] / sizes["float32"] < 0.52
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("variant", ["rnn-tanh", "lstm-peepholes", "lstm-proj", "gru", "gru-lbr"])
+def test_stream_equals_run(rng, variant, scheme):
+    cell, opts = VARIANTS[variant]
+    layer, _ = random_recurrent(rng, cell, I, H, **opts)
+    q = single_layer_model(layer).quantize(scheme)
+    x = rng.normal(0, 1, (B, T, I)).astype(np.float32)
+    batched = q.stream(batch=B)
+    y_step = np.stack([batched.step(x[:, t]) for t in range(T)], axis=1)
+    np.testing.assert_array_equal(q.stream(batch=B).process(x), y_step)
+    single = q.stream()
+    y0 = np.stack([single.step(x[0, t]) for t in range(T)])
+    np.testing.assert_array_equal(y0, y_step[0])
+    np.testing.assert_array_equal(q.run(x[0]), y0)
+
+
+def test_text_model_streams_tokens(rng):
+    q = text_model(rng).quantize("int8")
+    ids = rng.integers(0, 6, 12)
+    s = q.stream()
+    np.testing.assert_array_equal(np.stack([s.step(int(i)) for i in ids]), q.run(ids))

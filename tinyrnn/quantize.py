@@ -1,0 +1,186 @@
+"""Quantized weight storage: int8 with per-output-column scales, and float16.
+
+``Model.quantize(scheme)`` stores every weight matrix (the input and recurrent matrices of
+every gate, LSTM projections, Dense weights, Embedding tables) in fewer bytes; biases,
+peepholes and the recurrent state stay float32. The kernels read the stored weights
+directly and dequantize inside their inner loops (``tinyrnn.backends.weights``), so nothing
+is expanded back to float32 in memory.
+
+int8: symmetric, one float32 scale per output column
+-----------------------------------------------------
+Every matrix a kernel multiplies is stored transposed (``x @ M``), so a dot product runs
+down one axis of ``M`` and each output unit is one *column*: ONNX's per-output-row scale is
+a per-column scale here. For a column ``j``::
+
+    s_j = max_i |M[i, j]| / 127
+    q[i, j] = round(M[i, j] / s_j)                  in [-127, 127] (-128 is never used)
+    y_j = (sum_i x_i * q[i, j]) * s_j               what the kernel computes
+
+Rounding to nearest moves every weight by at most ``s_j / 2``, so an output moves by at
+most ``s_j / 2 * sum_i |x_i|``: the bound the tests assert, and the reason the scale is per
+column (one large weight only coarsens its own column). Which axis is reduced, per tensor:
+
+    layer      tensor  stored shape    reduced axis  scale
+    recurrent  W       (D, I, G*H)     1 (I)         W_scale    (D, G*H)
+    recurrent  R       (D, Hr, G*H)    1 (Hr)        R_scale    (D, G*H)
+    recurrent  proj    (D, H, Hr)      1 (H)         proj_scale (D, Hr)
+    dense      W       (in, out)       0 (in)        W_scale    (out,)
+    embedding  table   (V, dim)        1 (dim)       table_scale (V,)    one per row (token)
+
+A column whose largest weight is 0 gets scale 1 (its weights are all 0 and stay 0).
+
+fp16: every weight rounded to the nearest IEEE half precision number; relative error at
+most 2**-11 in the normal range, absolute at most 2**-25 below it. No scales. A weight
+beyond float16's range (|w| > 65504) is refused rather than stored as infinity.
+
+Quantizing a model that is already quantized starts from the weights it stores
+(dequantized), and the new model's metadata says so (``source_dtype``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import spec
+from .errors import TinyRNNError
+from .layers import Dense, Embedding, Layer, Recurrent, layer_from_config
+
+INT8_LEVELS = 127  # symmetric range [-127, 127]
+FP16_MAX = float(np.finfo(np.float16).max)  # 65504
+FP16_UNIT = 2.0 ** -11  # relative rounding error of float16 in its normal range
+
+
+class QuantizationError(TinyRNNError, ValueError):
+    """A quantization scheme that does not exist, or weights it cannot store."""
+
+
+# --- one matrix ---------------------------------------------------------------------------
+
+
+def scale_axis(layer: Layer, name: str) -> int:
+    """The axis of stored matrix ``name`` of ``layer`` that one int8 scale spans.
+
+    That is the kernel's dot-product axis (see the module docstring's table). Raises
+    ``QuantizationError`` for a tensor that is not a weight matrix of the layer.
+    """
+    if isinstance(layer, Recurrent) and name in ("W", "R", "proj"):
+        return 1
+    if isinstance(layer, Dense) and name == "W":
+        return 0
+    if isinstance(layer, Embedding) and name == "table":
+        return 1
+    raise QuantizationError(f"layer {layer.name!r} ({layer.type}) has no weight matrix named {name!r}")
+
+
+def quantize_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization of ``w`` with one scale per slice along ``axis``.
+
+    Returns ``(q, scale)``: ``q`` int8 of ``w``'s shape with values in [-127, 127], and
+    ``scale`` float32 of ``w``'s shape without ``axis``, such that ``q * scale`` (scale
+    broadcast back along ``axis``) is within ``scale / 2`` of ``w`` everywhere.
+    """
+    w64 = np.asarray(w, np.float64)
+    amax = np.abs(w64).max(axis=axis)
+    scale = (amax / INT8_LEVELS).astype(np.float32)
+    # an all-zero column (or one whose scale underflows float32) would divide by zero
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    # divide by the float32 scale actually stored, so q is the best choice for it
+    q = np.rint(w64 / np.expand_dims(scale.astype(np.float64), axis))
+    return np.clip(q, -INT8_LEVELS, INT8_LEVELS).astype(np.int8), scale
+
+
+def quantize_fp16(w: np.ndarray, what: str = "weights") -> np.ndarray:
+    """``w`` rounded to float16. Raises ``QuantizationError`` if a value exceeds float16's
+    range (``what`` names the tensor in the message)."""
+    w = np.asarray(w)
+    big = float(np.abs(w).max()) if w.size else 0.0
+    with np.errstate(over="ignore"):  # an overflow is reported below, with the tensor's name
+        out = w.astype(np.float16)
+    if not np.isfinite(out).all():
+        raise QuantizationError(f"{what} holds values up to {big:.6g} in magnitude; float16 stores at most "
+                                f"{FP16_MAX:g}. Use scheme 'int8', or keep this model float32")
+    return out
+
+
+def stored_matrix(layer: Layer, name: str) -> np.ndarray:
+    """The float32 matrix that ``layer``'s stored tensor ``name`` stands for.
+
+    float32 is returned as is, float16 widened exactly, int8 as ``q * scale``: the weights
+    the kernels effectively multiply by (up to float32 rounding of the product).
+    """
+    w = layer.params[name]
+    if w.dtype == np.int8:
+        scale = np.expand_dims(layer.params[name + "_scale"], scale_axis(layer, name))
+        return (w.astype(np.float32) * scale).astype(np.float32)
+    return w.astype(np.float32)
+
+
+# --- whole models ---------------------------------------------------------------------------
+
+
+def _rebuild(layer: Layer, weights: str | None, params: dict[str, np.ndarray]) -> Layer:
+    """A new, validated layer like ``layer`` with other tensors (and weight dtype)."""
+    entry = {"name": layer.name, "type": layer.type, "inputs": list(layer.inputs), **layer.config()}
+    if weights is not None:
+        entry["weights"] = weights
+    return layer_from_config(entry, params)
+
+
+def _matrix_names(layer: Layer) -> list[str]:
+    return [name for name in layer.matrices if name in layer.params]
+
+
+def _convert(model, weights: str, metadata: dict):
+    """``model`` with every weight matrix stored as ``weights`` ('float32', 'float16', 'int8')."""
+    from .model import Model
+
+    layers = []
+    for layer in model.layers:
+        names = _matrix_names(layer)
+        if not names:
+            layers.append(_rebuild(layer, None, dict(layer.params)))
+            continue
+        params = {k: v for k, v in layer.params.items() if k not in names and not k.endswith("_scale")}
+        for name in names:
+            w = stored_matrix(layer, name)
+            if weights == "int8":
+                params[name], params[name + "_scale"] = quantize_int8(w, scale_axis(layer, name))
+            elif weights == "float16":
+                params[name] = quantize_fp16(w, f"tensor {layer.name}.{name}")
+            else:
+                params[name] = w
+        layers.append(_rebuild(layer, weights, params))
+    return Model(layers, model.input, model.output, model.vocab, metadata)
+
+
+def quantize_model(model, scheme: str):
+    """A new ``Model`` whose weight matrices are stored as ``scheme`` ('int8' or 'fp16').
+
+    The model is not changed. The new model's metadata gains ``"quantization":
+    {"scheme": ..., "source_dtype": ...}`` (``source_dtype`` is ``model.dtype``). Raises
+    ``QuantizationError`` for an unknown scheme or (fp16) weights beyond float16's range.
+    """
+    if scheme not in spec.QUANT_SCHEMES:
+        raise QuantizationError(f"quantization scheme must be one of {sorted(spec.QUANT_SCHEMES)}, "
+                                f"found {scheme!r}")
+    metadata = dict(model.metadata)
+    metadata["quantization"] = {"scheme": scheme, "source_dtype": model.dtype}
+    return _convert(model, spec.QUANT_SCHEMES[scheme], metadata)
+
+
+def dequantize_model(model):
+    """A float32 ``Model`` holding the weights ``model``'s stored ones stand for.
+
+    Running it gives ``model``'s answers up to float32 rounding: a way to check the
+    quantized kernels, or to continue from a quantized model in float32. Metadata is kept
+    unchanged (including any ``"quantization"`` entry, which still describes the weights).
+    """
+    return _convert(model, "float32", dict(model.metadata))
+
+
+def file_size(model) -> int:
+    """Bytes of the ``.trnn`` file ``model.save`` writes (without writing it)."""
+    from .format import _layout
+
+    head, arrays = _layout(model)
+    return len(head) + sum(a.nbytes for a in arrays)
