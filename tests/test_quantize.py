@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,8 @@ from tinyrnn import InputSpec, Model, QuantizationError
 from tinyrnn.layers import Dense, Embedding, Softmax
 from tinyrnn.quantize import (FP16_UNIT, INT8_LEVELS, dequantize_model, file_size,
                               quantize_fp16, quantize_int8)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 SCHEMES = ("int8", "fp16")
 UNIT = {"int8": 1 / (2 * INT8_LEVELS), "fp16": FP16_UNIT}  # largest weight error / max|w|
@@ -324,3 +327,22 @@ def test_text_model_streams_tokens(rng):
     ids = rng.integers(0, 6, 12)
     s = q.stream()
     np.testing.assert_array_equal(np.stack([s.step(int(i)) for i in ids]), q.run(ids))
+
+
+# --- long streams ---------------------------------------------------------------------------
+
+
+def test_long_stream_error_stays_bounded():
+    """5k steps of the drift study (benchmarks/quant_drift.py runs 100k): no growth."""
+    from quant_drift import contraction, drift, drift_lstm, perturbation_decay
+
+    model = drift_lstm(hidden=64, gain=1.0)
+    d = drift(model, steps=5000, window=1000)
+    for scheme, limit in (("int8", 0.05), ("fp16", 0.003)):
+        h = d[f"{scheme}_h"]  # max |h_q - h_f32| per 1000-step window
+        assert h.max() < limit and d[f"{scheme}_c"].max() < limit, (scheme, h, d[f"{scheme}_c"])
+        assert h[-1] <= 2 * h[0], f"{scheme} error grows: {h}"
+    # why: an error put into the state at one step dies out (forget gates < 1, saturation)
+    decay = perturbation_decay(model)
+    assert contraction(decay) < 0.95
+    assert decay[49] < decay[0] / 100
