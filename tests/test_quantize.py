@@ -25,6 +25,7 @@ model answers like the float32 model holding its dequantized weights.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import sys
 from pathlib import Path
@@ -36,8 +37,9 @@ import tinyrnn
 from builders import oracle_recurrent, random_recurrent, random_state, single_layer_model
 from test_cells import TOL, VARIANTS
 from tinyrnn import InputSpec, Model, QuantizationError
+from tinyrnn.cli import main
 from tinyrnn.layers import Dense, Embedding, Softmax
-from tinyrnn.quantize import (FP16_UNIT, INT8_LEVELS, dequantize_model, file_size,
+from tinyrnn.quantize import (FP16_UNIT, INT8_LEVELS, accuracy_report, dequantize_model, file_size,
                               quantize_fp16, quantize_int8)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -346,3 +348,151 @@ def test_long_stream_error_stays_bounded():
     decay = perturbation_decay(model)
     assert contraction(decay) < 0.95
     assert decay[49] < decay[0] / 100
+
+
+# --- the accuracy report --------------------------------------------------------------------
+
+VOCAB = ["a", "b", "c", "d", "ab", " "]
+TEXT = "ab cab dab cad bad abba cab dad " * 4
+
+
+def _expected_bits(model, ids):
+    """Bits per character computed here from scratch: -log2 p(next token) per character."""
+    y = model.run(ids).astype(np.float64)  # (T, V)
+    layer = model.layers[-1]
+    if isinstance(layer, Dense):
+        y = y - np.log(np.exp(y - y.max(-1, keepdims=True)).sum(-1, keepdims=True)) - y.max(-1, keepdims=True)
+    elif not layer.log:
+        y = np.log(y)
+    nats = -sum(y[t, ids[t + 1]] for t in range(len(ids) - 1))
+    chars = sum(len(VOCAB[i]) for i in ids[1:])
+    return nats / math.log(2) / chars
+
+
+def test_report_on_a_text_model(rng):
+    model = text_model(rng, vocab=VOCAB)
+    q = model.quantize("int8")
+    report = accuracy_report(model, q, TEXT)
+    ids = model.encode(TEXT)
+    y, yq = model.run(ids), q.run(ids)
+    assert report.max_abs_error == pytest.approx(np.abs(yq - y).max(), rel=1e-6)
+    assert report.mean_abs_error == pytest.approx(np.abs(yq.astype(np.float64) - y).mean(), rel=1e-6)
+    assert report.output_max == pytest.approx(np.abs(y).max(), rel=1e-6)
+    assert report.bits_reference == pytest.approx(_expected_bits(model, ids), rel=1e-9)
+    assert report.bits_quantized == pytest.approx(_expected_bits(q, ids), rel=1e-9)
+    assert report.bits_change == pytest.approx(report.bits_quantized / report.bits_reference - 1)
+    assert report.bits_unit == "char" and report.predictions == len(ids) - 1
+    assert report.top1_agreement == pytest.approx(np.mean(y[:-1].argmax(-1) == yq[:-1].argmax(-1)))
+    assert report.reference_bytes == file_size(model) and report.quantized_bytes == file_size(q)
+    assert (report.reference_dtype, report.quantized_dtype) == ("float32", "int8")
+    text = report.format()
+    assert f"text, {len(TEXT)} characters ({len(ids)} tokens)" in text
+    assert "bits/char" in text and "top-1" in text and f"of {len(ids) - 1}" in text
+    assert json.loads(json.dumps(report.to_json()))["size_ratio"] == pytest.approx(report.size_ratio)
+
+
+@pytest.mark.parametrize("output", ["probabilities", "logits"])
+def test_report_reads_every_kind_of_text_output(output):
+    """Log-probabilities, probabilities and logits of one model score the same."""
+    log_model = text_model(np.random.default_rng(5), vocab=VOCAB)
+    other = text_model(np.random.default_rng(5), vocab=VOCAB, log=False, head_only=output == "logits")
+    ref = accuracy_report(log_model, log_model.quantize("fp16"), TEXT)
+    got = accuracy_report(other, other.quantize("fp16"), TEXT)
+    assert got.bits_reference == pytest.approx(ref.bits_reference, rel=1e-5)
+    assert got.bits_quantized == pytest.approx(ref.bits_quantized, rel=1e-5)
+    assert got.top1_agreement == ref.top1_agreement
+
+
+def test_report_on_feature_models_and_random_samples(rng):
+    layer, _ = random_recurrent(rng, "gru", 3, 4)
+    model = single_layer_model(layer)
+    report = accuracy_report(model, model.quantize("int8"), steps=50, seed=3)
+    assert report.bits_reference is None and report.top1_agreement is None
+    assert report.outputs == 50 * 4 and "50 steps of random normal features (seed 3)" in report.sample
+    assert "bits" not in report.format()
+    x = rng.normal(0, 1, (2, 9, 3)).astype(np.float32)
+    report = accuracy_report(model, model.quantize("int8"), x)
+    assert report.outputs == 2 * 9 * 4 and report.sample == "float32 array of shape (2, 9, 3)"
+    tokens = text_model(rng)  # no vocabulary: bits per token over random ids
+    report = accuracy_report(tokens, tokens.quantize("int8"), steps=40)
+    assert report.bits_unit == "token" and report.predictions == 39
+
+
+def test_report_errors(rng):
+    model = text_model(rng)
+    layer, _ = random_recurrent(rng, "gru", 3, 4)
+    other = single_layer_model(layer)
+    with pytest.raises(QuantizationError, match="same shapes"):
+        accuracy_report(model, other)
+    with pytest.raises(QuantizationError, match="positive number of steps, found 0"):
+        accuracy_report(model, model, steps=0)
+    with pytest.raises(tinyrnn.InputError, match="no vocabulary"):
+        accuracy_report(model, model, "abc")
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def text_files(tmp_path, rng):
+    model = text_model(rng, vocab=VOCAB)
+    model.save(tmp_path / "m.trnn")
+    (tmp_path / "sample.txt").write_text(TEXT, encoding="utf-8")
+    return tmp_path, model
+
+
+def test_cli_quantize_prints_the_report(text_files, capsys):
+    tmp, model = text_files
+    args = ["quantize", str(tmp / "m.trnn"), "-o", str(tmp / "q.trnn"), "--scheme", "int8",
+            "--sample", str(tmp / "sample.txt")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    q = tinyrnn.load(tmp / "q.trnn")
+    assert q.dtype == "int8" and q.metadata["quantization"]["scheme"] == "int8"
+    expected = accuracy_report(model, q, TEXT)
+    assert f"{(tmp / 'm.trnn').stat().st_size:,} bytes" in out and f"{(tmp / 'q.trnn').stat().st_size:,} bytes" in out
+    assert f"max {expected.max_abs_error:.3g}" in out
+    assert f"{expected.bits_reference:.4f}" in out and f"{100 * expected.top1_agreement:.2f}%" in out
+    assert main(args + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["bits_quantized"] == pytest.approx(expected.bits_quantized)
+    assert data["quantized_bytes"] == (tmp / "q.trnn").stat().st_size
+
+
+def test_cli_quantize_feature_model_with_npy_sample(tmp_path, rng, capsys):
+    layer, _ = random_recurrent(rng, "lstm", 3, 4, peepholes=True)
+    single_layer_model(layer).save(tmp_path / "m.trnn")
+    np.save(tmp_path / "x.npy", rng.normal(0, 1, (20, 3)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "m.trnn"), "-o", str(tmp_path / "h.trnn"), "--scheme", "fp16",
+                 "--sample", str(tmp_path / "x.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "float32 array of shape (20, 3)" in out and "bits" not in out
+    assert tinyrnn.load(tmp_path / "h.trnn").dtype == "float16"
+
+
+def test_cli_quantize_errors(text_files, tmp_path, rng, capsys):
+    tmp, _ = text_files
+    m = str(tmp / "m.trnn")
+    assert main(["quantize", m, "-o", m, "--scheme", "int8"]) == 1
+    assert "would overwrite the model" in capsys.readouterr().err
+    layer, _ = random_recurrent(rng, "gru", 3, 4)
+    single_layer_model(layer).save(tmp / "f.trnn")
+    assert main(["quantize", str(tmp / "f.trnn"), "-o", str(tmp / "g.trnn"), "--scheme", "int8",
+                 "--sample", str(tmp / "sample.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinyrnn quantize: error: a text sample needs a model with a vocabulary")
+    assert err.count("\n") == 1 and not (tmp / "g.trnn").exists()
+    (tmp / "odd.txt").write_text("abz", encoding="utf-8")
+    assert main(["quantize", m, "-o", str(tmp / "g.trnn"), "--scheme", "int8", "--sample", str(tmp / "odd.txt")]) == 1
+    assert "'z' at position 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", m, "-o", str(tmp / "g.trnn"), "--scheme", "int4"])
+    assert exc.value.code == 2
+
+
+def test_cli_quantize_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert "--scheme {fp16,int8}" in out and "--sample" in out and "bits per character" in out

@@ -1,4 +1,5 @@
-"""Quantized weight storage: int8 with per-output-column scales, and float16.
+"""Quantized weight storage (int8 with per-output-column scales, float16) and the report
+that says what quantizing cost.
 
 ``Model.quantize(scheme)`` stores every weight matrix (the input and recurrent matrices of
 every gate, LSTM projections, Dense weights, Embedding tables) in fewer bytes; biases,
@@ -39,11 +40,14 @@ Quantizing a model that is already quantized starts from the weights it stores
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, replace
+
 import numpy as np
 
 from . import spec
 from .errors import TinyRNNError
-from .layers import Dense, Embedding, Layer, Recurrent, layer_from_config
+from .layers import Dense, Embedding, Layer, Recurrent, Softmax, layer_from_config
 
 INT8_LEVELS = 127  # symmetric range [-127, 127]
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
@@ -51,7 +55,8 @@ FP16_UNIT = 2.0 ** -11  # relative rounding error of float16 in its normal range
 
 
 class QuantizationError(TinyRNNError, ValueError):
-    """A quantization scheme that does not exist, or weights it cannot store."""
+    """A quantization scheme that does not exist, weights it cannot store, or a sample the
+    accuracy report cannot use."""
 
 
 # --- one matrix ---------------------------------------------------------------------------
@@ -184,3 +189,160 @@ def file_size(model) -> int:
 
     head, arrays = _layout(model)
     return len(head) + sum(a.nbytes for a in arrays)
+
+
+# --- the accuracy report --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """How far a quantized model's outputs are from its reference's over one sample.
+
+    Errors are absolute differences of the models' outputs (whatever the output is:
+    features, logits, probabilities). The next-token fields are set for a model that reads
+    token ids and outputs a distribution (or logits) over them; they score the prediction
+    of each sample token from the ones before it (the first token is not predicted).
+    """
+
+    reference_dtype: str
+    quantized_dtype: str
+    reference_bytes: int  # size of the .trnn file
+    quantized_bytes: int
+    sample: str  # what the sample was, in words
+    outputs: int  # output values compared
+    max_abs_error: float
+    mean_abs_error: float
+    output_max: float  # max |reference output|, the scale to read the errors against
+    bits_reference: float | None = None  # bits per character (per token without vocabulary)
+    bits_quantized: float | None = None
+    bits_unit: str = "char"
+    top1_agreement: float | None = None  # fraction of positions whose argmax agrees
+    predictions: int = 0  # positions scored for bits and top-1
+
+    @property
+    def size_ratio(self) -> float:
+        """Quantized file size over the reference's."""
+        return self.quantized_bytes / self.reference_bytes
+
+    @property
+    def bits_change(self) -> float | None:
+        """Relative change of bits per char/token (0.01 means 1% worse)."""
+        if self.bits_reference is None or self.bits_quantized is None:
+            return None
+        return (self.bits_quantized - self.bits_reference) / self.bits_reference
+
+    def to_json(self) -> dict:
+        """The report as a JSON-able dict (derived ratios included)."""
+        return {**asdict(self), "size_ratio": self.size_ratio, "bits_change": self.bits_change}
+
+    def format(self) -> str:
+        """The report as a few lines of text (what ``tinyrnn quantize`` prints)."""
+        ref, q = self.reference_dtype, self.quantized_dtype
+        lines = [
+            f"size        {ref} {self.reference_bytes:,} bytes -> {q} {self.quantized_bytes:,} bytes "
+            f"({100 * self.size_ratio:.1f}%)",
+            f"sample      {self.sample}",
+            f"output err  max {self.max_abs_error:.3g}, mean {self.mean_abs_error:.3g} over "
+            f"{self.outputs:,} values (reference outputs reach {self.output_max:.3g})",
+        ]
+        if self.bits_reference is not None:
+            lines.append(f"{'bits/' + self.bits_unit:<12}{ref} {self.bits_reference:.4f}, {q} {self.bits_quantized:.4f} "
+                         f"({100 * self.bits_change:+.2f}%) over {self.predictions:,} predictions")
+            agree = round(self.top1_agreement * self.predictions)
+            lines.append(f"top-1       {100 * self.top1_agreement:.2f}% of next-{self.bits_unit} predictions "
+                         f"agree ({agree:,} of {self.predictions:,})")
+        return "\n".join(lines)
+
+    __str__ = format
+
+
+def random_sample(model, steps: int = 1000, seed: int = 0) -> np.ndarray:
+    """A seeded input for ``model``: ``steps`` uniform token ids, or ``(steps, *features)``
+    standard-normal float32 features."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise QuantizationError(f"a random sample needs a positive number of steps, found {steps!r}")
+    rng = np.random.default_rng(seed)
+    if model.input.tokens:
+        return rng.integers(0, model.input.vocab_size, steps, dtype=np.int64)
+    return rng.standard_normal((steps, *model.input.shape)).astype(np.float32)
+
+
+def accuracy_report(reference, quantized, sample=None, *, steps: int = 1000, seed: int = 0) -> AccuracyReport:
+    """Compare ``quantized`` with ``reference`` (its float32 source) over one sample.
+
+    ``sample``: text (``str``, encoded with the reference's vocabulary), an input array as
+    ``Model.run`` takes it (``(T, *F)``/``(B, T, *F)`` features or ``(T,)``/``(B, T)`` ids),
+    or None for ``random_sample(reference, steps, seed)``. Both models run the sample
+    offline from zero state. Raises ``QuantizationError`` if the two models do not read
+    and write the same shapes, and the errors of ``Model.run``/``encode`` for a bad sample.
+    """
+    if (reference.input.to_json() != quantized.input.to_json()
+            or reference.output_shape != quantized.output_shape):
+        raise QuantizationError(f"the models must read and write the same shapes; found input "
+                                f"{reference.input!r} -> {reference.output_shape} and "
+                                f"{quantized.input!r} -> {quantized.output_shape}")
+    if sample is None:
+        x = random_sample(reference, steps, seed)
+        what = (f"{steps:,} random token ids (seed {seed})" if reference.input.tokens
+                else f"{steps:,} steps of random normal features (seed {seed})")
+    elif isinstance(sample, str):
+        x = reference.encode(sample)
+        what = f"text, {len(sample):,} characters ({x.size:,} tokens)"
+    else:
+        x = np.asarray(sample)
+        what = f"{x.dtype} array of shape {x.shape}"
+    y_ref = reference.run(x)
+    y_q = quantized.run(x)
+    if not y_ref.size:
+        raise QuantizationError(f"the sample gives no outputs to compare ({what}); give it at least one step")
+    err = np.abs(y_q.astype(np.float64) - y_ref.astype(np.float64))
+    report = AccuracyReport(
+        reference_dtype=reference.dtype, quantized_dtype=quantized.dtype,
+        reference_bytes=file_size(reference), quantized_bytes=file_size(quantized),
+        sample=what, outputs=int(err.size), max_abs_error=float(err.max()),
+        mean_abs_error=float(err.mean()), output_max=float(np.abs(y_ref).max()),
+    )
+    lp_ref, lp_q = _log_probs(reference, y_ref), _log_probs(quantized, y_q)
+    if lp_ref is None or lp_q is None:
+        return report
+    ids = np.asarray(x)
+    if ids.ndim == 1:  # unbatched: make every array (B, T, ...)
+        ids, lp_ref, lp_q = ids[None], lp_ref[None], lp_q[None]
+    if ids.shape[1] < 2:
+        return report  # nothing to predict
+    unit = "char" if reference.vocab is not None else "token"
+    bits_ref, n = _bits(lp_ref, ids, reference.vocab)
+    bits_q, _ = _bits(lp_q, ids, reference.vocab)
+    agree = lp_ref[:, :-1].argmax(-1) == lp_q[:, :-1].argmax(-1)  # (B, T-1)
+    return replace(report, bits_reference=bits_ref, bits_quantized=bits_q, bits_unit=unit,
+                   top1_agreement=float(agree.mean()), predictions=int(agree.size))
+
+
+def _log_probs(model, y: np.ndarray) -> np.ndarray | None:
+    """Natural-log probabilities (float64) over the vocabulary from outputs ``y (..., V)``,
+    or None when the model's output is not a distribution (or logits) over its input ids."""
+    if not model.input.tokens or model.output_shape != (model.input.vocab_size,):
+        return None
+    layer = next(l for l in model.layers if l.name == model.output)
+    y = y.astype(np.float64)
+    if isinstance(layer, Softmax):
+        if layer.log:
+            return y
+        # a probability that underflowed float32 scores as float32's smallest, not -inf
+        return np.log(np.maximum(y, np.finfo(np.float32).smallest_subnormal))
+    if isinstance(layer, Dense):  # logits
+        z = y - y.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return None
+
+
+def _bits(log_probs: np.ndarray, ids: np.ndarray, vocab) -> tuple[float, int]:
+    """Bits per character of predicting ``ids[:, 1:]`` from ``log_probs[:, :-1]``.
+
+    With a vocabulary, characters are the predicted tokens' spelled lengths; without one
+    every token counts as one. Returns ``(bits per unit, predictions)``.
+    """
+    target = ids[:, 1:]  # (B, T-1)
+    lp = np.take_along_axis(log_probs[:, :-1], target[..., None], axis=-1)[..., 0]
+    units = target.size if vocab is None else int(np.array([len(t) for t in vocab])[target].sum())
+    return float(-lp.sum() / math.log(2) / max(units, 1)), int(target.size)
