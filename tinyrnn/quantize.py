@@ -229,6 +229,8 @@ class AccuracyReport:
         """Relative change of bits per char/token (0.01 means 1% worse)."""
         if self.bits_reference is None or self.bits_quantized is None:
             return None
+        if self.bits_reference == 0:  # a perfect reference: any loss is infinitely worse
+            return 0.0 if self.bits_quantized == 0 else math.inf
         return (self.bits_quantized - self.bits_reference) / self.bits_reference
 
     def to_json(self) -> dict:
@@ -273,7 +275,8 @@ def accuracy_report(reference, quantized, sample=None, *, steps: int = 1000, see
     ``sample``: text (``str``, encoded with the reference's vocabulary), an input array as
     ``Model.run`` takes it (``(T, *F)``/``(B, T, *F)`` features or ``(T,)``/``(B, T)`` ids),
     or None for ``random_sample(reference, steps, seed)``. Both models run the sample
-    offline from zero state. Raises ``QuantizationError`` if the two models do not read
+    offline from zero state, in one piece: outputs of ``B * T * out`` float32 values (twice,
+    and float64 log-probabilities for text models) must fit in memory. Raises ``QuantizationError`` if the two models do not read
     and write the same shapes, and the errors of ``Model.run``/``encode`` for a bad sample.
     """
     if (reference.input.to_json() != quantized.input.to_json()
@@ -295,12 +298,12 @@ def accuracy_report(reference, quantized, sample=None, *, steps: int = 1000, see
     y_q = quantized.run(x)
     if not y_ref.size:
         raise QuantizationError(f"the sample gives no outputs to compare ({what}); give it at least one step")
-    err = np.abs(y_q.astype(np.float64) - y_ref.astype(np.float64))
+    err = np.abs(y_q - y_ref)  # float32 is exact enough for a difference of nearby values
     report = AccuracyReport(
         reference_dtype=reference.dtype, quantized_dtype=quantized.dtype,
         reference_bytes=file_size(reference), quantized_bytes=file_size(quantized),
         sample=what, outputs=int(err.size), max_abs_error=float(err.max()),
-        mean_abs_error=float(err.mean()), output_max=float(np.abs(y_ref).max()),
+        mean_abs_error=float(err.mean(dtype=np.float64)), output_max=float(np.abs(y_ref).max()),
     )
     lp_ref, lp_q = _log_probs(reference, y_ref), _log_probs(quantized, y_q)
     if lp_ref is None or lp_q is None:
@@ -311,8 +314,8 @@ def accuracy_report(reference, quantized, sample=None, *, steps: int = 1000, see
     if ids.shape[1] < 2:
         return report  # nothing to predict
     unit = "char" if reference.vocab is not None else "token"
-    bits_ref, n = _bits(lp_ref, ids, reference.vocab)
-    bits_q, _ = _bits(lp_q, ids, reference.vocab)
+    bits_ref = _bits(lp_ref, ids, reference.vocab)
+    bits_q = _bits(lp_q, ids, reference.vocab)
     agree = lp_ref[:, :-1].argmax(-1) == lp_q[:, :-1].argmax(-1)  # (B, T-1)
     return replace(report, bits_reference=bits_ref, bits_quantized=bits_q, bits_unit=unit,
                    top1_agreement=float(agree.mean()), predictions=int(agree.size))
@@ -336,13 +339,13 @@ def _log_probs(model, y: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _bits(log_probs: np.ndarray, ids: np.ndarray, vocab) -> tuple[float, int]:
+def _bits(log_probs: np.ndarray, ids: np.ndarray, vocab) -> float:
     """Bits per character of predicting ``ids[:, 1:]`` from ``log_probs[:, :-1]``.
 
     With a vocabulary, characters are the predicted tokens' spelled lengths; without one
-    every token counts as one. Returns ``(bits per unit, predictions)``.
+    every token counts as one character.
     """
     target = ids[:, 1:]  # (B, T-1)
     lp = np.take_along_axis(log_probs[:, :-1], target[..., None], axis=-1)[..., 0]
     units = target.size if vocab is None else int(np.array([len(t) for t in vocab])[target].sum())
-    return float(-lp.sum() / math.log(2) / max(units, 1)), int(target.size)
+    return float(-lp.sum() / math.log(2) / max(units, 1))
