@@ -324,6 +324,26 @@ def test_stream_equals_run(rng, variant, scheme):
     np.testing.assert_array_equal(q.run(x[0]), y0)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_kernels_get_the_stored_weights_not_a_float32_copy(rng, scheme):
+    """The contract: quantized weights are read as stored, never expanded in memory."""
+    from tinyrnn.backends import cpu
+
+    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (50, 32)).astype(np.float32)}, 50, 32)
+    lstm, _ = random_recurrent(rng, "lstm", 32, 64, name="lstm", proj=48)
+    head = Dense("head", None, {"W": rng.normal(0, 1, (48, 50)).astype(np.float32),
+                                "b": np.zeros(50, np.float32)}, 48, 50)
+    q = Model([emb, lstm, head], InputSpec.token_ids(50)).quantize(scheme)
+    q.run(np.arange(5))
+    kernel_arrays = [a for prep in cpu.prepared(q) for a in prep.values() if isinstance(a, np.ndarray)]
+    # float32 copies of the weights would make this about 4x (int8) or 2x (fp16) larger
+    assert sum(a.nbytes for a in kernel_arrays) < 1.2 * q.nbytes()
+    for layer in q.layers:
+        for name in layer.matrices:
+            if name in layer.params:
+                assert any(np.shares_memory(a, layer.params[name]) for a in kernel_arrays), name
+
+
 def test_text_model_streams_tokens(rng):
     q = text_model(rng).quantize("int8")
     ids = rng.integers(0, 6, 12)
