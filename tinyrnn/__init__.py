@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
 )
 from .format import load, loads  # noqa: E402
 from .model import InputSpec, Model  # noqa: E402
+from .quantize import QuantizationError  # noqa: E402
 from .stream import ConcurrentUseError, Stream  # noqa: E402
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ModelFormatError",
     "ModelNotFoundError",
     "NonFiniteError",
+    "QuantizationError",
     "Stream",
     "TinyRNNError",
     "UnsupportedModelError",

@@ -76,9 +76,74 @@ def _add_run(sub) -> None:
     p.set_defaults(func=_run)
 
 
+# --- quantize -------------------------------------------------------------------------------
+
+
+def _read_sample(path: str):
+    """A sample for the accuracy report: a .npy array, or any other file as UTF-8 text."""
+    import numpy as np
+
+    if path.endswith(".npy"):
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read sample {path!r} as a .npy array: {e}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read sample {path!r} as UTF-8 text (give a .npy for array inputs): {e}") from None
+
+
+def _quantize(args) -> int:
+    import dataclasses
+    import json
+
+    from .quantize import QuantizationError, accuracy_report
+
+    if os.path.abspath(args.model) == os.path.abspath(args.output):
+        raise InputError(f"the output {args.output!r} would overwrite the model it is made from; "
+                         f"name another file")
+    model = _load_model(args.model)
+    sample = _read_sample(args.sample) if args.sample else None
+    if isinstance(sample, str) and model.vocab is None:
+        raise QuantizationError(f"a text sample needs a model with a vocabulary; {args.model} has none "
+                                f"(give a .npy of inputs instead)")
+    quantized = model.quantize(args.scheme)
+    report = accuracy_report(model, quantized, sample, steps=args.steps, seed=args.seed)
+    quantized.save(args.output)
+    report = dataclasses.replace(report, reference_bytes=os.path.getsize(args.model),
+                                 quantized_bytes=os.path.getsize(args.output))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(f"{args.model} -> {args.output} ({args.scheme})")
+        print(report.format())
+    return 0
+
+
+def _add_quantize(sub) -> None:
+    from . import spec
+
+    p = sub.add_parser("quantize", help="store a model's weights as int8 or fp16 and report the accuracy cost",
+                       description="Quantize a .trnn model and print how far its outputs move from the "
+                                   "original's over a sample: max and mean output error and, for text "
+                                   "models, bits per character and top-1 next-character agreement.")
+    p.add_argument("model", help="path to a .trnn file (normally float32)")
+    p.add_argument("--output", "-o", required=True, help="where to write the quantized .trnn file")
+    p.add_argument("--scheme", required=True, choices=sorted(spec.QUANT_SCHEMES),
+                   help="int8: per-output-column int8 with float32 scales; fp16: half-precision weights")
+    p.add_argument("--sample", help="sample input: a text file (text models) or a .npy array as 'tinyrnn run' "
+                                    "takes it; default: random input")
+    p.add_argument("--steps", type=int, default=1000, help="length of the random sample (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_quantize)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-SUBCOMMANDS = [_add_info, _add_run]
+SUBCOMMANDS = [_add_info, _add_run, _add_quantize]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -222,6 +222,21 @@ class Model:
 
         save(self, path)
 
+    def quantize(self, scheme: str) -> "Model":
+        """A new model with every weight matrix stored as ``scheme``: ``"int8"`` or ``"fp16"``.
+
+        int8 is symmetric with one float32 scale per output column of each matrix (per row
+        of an embedding table); fp16 stores half-precision weights. Biases, peepholes and
+        state stay float32; ``save`` writes the quantized tensors (safetensors I8/F16 plus
+        ``<name>_scale`` F32). The metadata records ``{"quantization": {"scheme": ...,
+        "source_dtype": ...}}``; this model is left unchanged. See ``tinyrnn.quantize``
+        for the math and for ``accuracy_report``. Raises ``QuantizationError`` for an
+        unknown scheme or fp16 weights beyond float16's range.
+        """
+        from .quantize import quantize_model
+
+        return quantize_model(self, scheme)
+
     def __reduce__(self):
         # pickling carries the .trnn bytes, not Python objects (cheap, and safe to unpickle)
         from .format import dumps, loads

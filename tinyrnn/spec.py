@@ -82,6 +82,9 @@ def activation_params(name: str, alpha=None, beta=None) -> tuple[float, float]:
 
 WEIGHT_DTYPES = ("float32", "float16", "int8")
 
+# Quantization schemes ``Model.quantize`` knows -> the weight dtype each one stores.
+QUANT_SCHEMES = {"int8": "int8", "fp16": "float16"}
+
 # safetensors dtype names <-> numpy dtype strings, for every dtype a .trnn file may hold.
 SAFETENSORS_DTYPES = {
     "F32": "<f4",
