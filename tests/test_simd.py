@@ -17,7 +17,7 @@ def _acc(src, M, dst, col0, ncols):
 
 @njit(**KERNEL)
 def _tiles_only(src, M, dst, col0, ncols):
-    return tile_matvec(src, 0, 1, M, dst, 1, 0, col0, ncols)
+    return tile_matvec(src, 0, 1, 0, 0, M, dst, 1, 0, 0, 0, col0, ncols)
 
 
 def _weights(rng, dtype, shape):

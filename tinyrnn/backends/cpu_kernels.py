@@ -112,7 +112,7 @@ def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
     case 4x (LLVM then vectorised it worse).
     """
     if M.shape[0] * ncols <= SMALL:
-        done = tile_matvec(src, s0, s1, M, dst, d0, d1, col0, ncols)
+        done = tile_matvec(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
         _rows_acc(src, s0, s1, M, dst, d0, d1, col0 + done, col0 + ncols)
     else:
         _rows_acc(src, s0, s1, M, dst, d0, d1, col0, col0 + ncols)

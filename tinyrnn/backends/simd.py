@@ -37,38 +37,28 @@ def _widen(builder, raw, dtype):
     return builder.sitofp(raw, vf)  # int8
 
 
-@intrinsic
-def tile_matvec(typingctx, src, s0, s1, M, dst, d0, d1, col0, ncols):
-    """``dst[d0, d1, col0:col0+n] += src[s0, s1, :] @ M[:, col0:col0+n]``; returns n.
-
-    ``src`` and ``dst`` are C-contiguous 3D float32 arrays, ``M`` a C-contiguous 2D
-    array of float32, uint16 (float16 bits) or int8. ``n`` is ``ncols`` rounded down to
-    a multiple of ``LANES``: the caller finishes the remaining columns. No bounds checks.
-    """
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array) and isinstance(M, types.Array)):
-        return None
-    if src.ndim != 3 or dst.ndim != 3 or M.ndim != 2 or src.dtype != types.float32 or dst.dtype != types.float32:
-        return None
-    if M.dtype not in (types.float32, types.uint16, types.int8):
-        return None
-    sig = types.intp(src, s0, s1, M, dst, d0, d1, col0, ncols)
+def _codegen(rows: int):
+    """Code generator for ``rows`` source/destination rows sharing each weight load."""
 
     def codegen(context, builder, signature, args):
-        src_t, _, _, M_t, dst_t = signature.args[:5]
-        a_src, a_s0, a_s1, a_M, a_dst, a_d0, a_d1, a_col0, a_ncols = args
+        src_t, M_t, dst_t = signature.args[0], signature.args[5], signature.args[6]
+        (a_src, a_s0, a_s1, a_ds0, a_ds1, a_M, a_dst, a_d0, a_d1, a_dd0, a_dd1, a_col0, a_ncols) = args
         intp = context.get_value_type(types.intp)
-        f32 = ir.FloatType()
-        vf = ir.VectorType(f32, LANES)
-        elem = context.get_value_type(M_t.dtype)
-        vraw = ir.VectorType(elem, LANES)
+        vf = ir.VectorType(ir.FloatType(), LANES)
+        vraw = ir.VectorType(context.get_value_type(M_t.dtype), LANES)
         zero_i = ir.Constant(intp, 0)
         one_i = ir.Constant(intp, 1)
 
         src_a = context.make_array(src_t)(context, builder, a_src)
         dst_a = context.make_array(dst_t)(context, builder, a_dst)
         m_a = context.make_array(M_t)(context, builder, a_M)
-        x_ptr = cgutils.get_item_pointer(context, builder, src_t, src_a, [a_s0, a_s1, zero_i])
-        y_ptr = cgutils.get_item_pointer(context, builder, dst_t, dst_a, [a_d0, a_d1, a_col0])
+        x_ptrs, y_ptrs = [], []
+        for r in range(rows):
+            rr = ir.Constant(intp, r)
+            si = [builder.add(a_s0, builder.mul(rr, a_ds0)), builder.add(a_s1, builder.mul(rr, a_ds1)), zero_i]
+            di = [builder.add(a_d0, builder.mul(rr, a_dd0)), builder.add(a_d1, builder.mul(rr, a_dd1)), a_col0]
+            x_ptrs.append(cgutils.get_item_pointer(context, builder, src_t, src_a, si))
+            y_ptrs.append(cgutils.get_item_pointer(context, builder, dst_t, dst_a, di))
         nrows = builder.extract_value(m_a.shape, 0)
         row_len = builder.extract_value(m_a.shape, 1)  # elements per row (C-contiguous)
         m_col0 = builder.gep(m_a.data, [a_col0])  # &M[0, col0]
@@ -77,44 +67,48 @@ def tile_matvec(typingctx, src, s0, s1, M, dst, d0, d1, col0, ncols):
         splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
 
         def tile_pass(c, width):
-            """Accumulate columns [c, c + width*LANES) over every row, in registers."""
-            y_tile = [builder.bitcast(builder.gep(y_ptr, [builder.add(c, ir.Constant(intp, k * LANES))]),
-                                      vf.as_pointer()) for k in range(width)]
-            start = [builder.load(p, align=4) for p in y_tile]
+            """Accumulate columns [c, c + width*LANES) of every row over all of M."""
+            offs = [builder.add(c, ir.Constant(intp, k * LANES)) for k in range(width)]
+            y_tile = [[builder.bitcast(builder.gep(y, [o]), vf.as_pointer()) for o in offs] for y in y_ptrs]
+            start = [[builder.load(p, align=4) for p in row] for row in y_tile]
             entry = builder.block
             body = builder.append_basic_block("tile.rows")
             done = builder.append_basic_block("tile.done")
             builder.cbranch(builder.icmp_signed(">", nrows, zero_i), body, done)
             builder.position_at_end(body)
             i = builder.phi(intp)
-            accs = [builder.phi(vf) for _ in range(width)]
             i.add_incoming(zero_i, entry)
-            for a, s in zip(accs, start):
-                a.add_incoming(s, entry)
-            xi = builder.load(builder.gep(x_ptr, [i]))
-            xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vf, ir.Undefined), xi,
-                                                              ir.Constant(ir.IntType(32), 0)),
-                                        ir.Constant(vf, ir.Undefined), splat_mask)
-            row = builder.gep(m_col0, [builder.mul(i, row_len)])
+            accs = [[builder.phi(vf) for _ in range(width)] for _ in range(rows)]
+            for acc_row, start_row in zip(accs, start):
+                for a, v in zip(acc_row, start_row):
+                    a.add_incoming(v, entry)
+            m_row = builder.gep(m_col0, [builder.mul(i, row_len)])
+            weights = [_widen(builder, builder.load(builder.bitcast(builder.gep(m_row, [o]), vraw.as_pointer()),
+                                                     align=1), M_t.dtype) for o in offs]
             new = []
-            for k in range(width):
-                p = builder.bitcast(builder.gep(row, [builder.add(c, ir.Constant(intp, k * LANES))]),
-                                    vraw.as_pointer())
-                w = _widen(builder, builder.load(p, align=1), M_t.dtype)
-                new.append(builder.call(fmuladd, [xs, w, accs[k]]))
+            for x, acc_row in zip(x_ptrs, accs):
+                xi = builder.load(builder.gep(x, [i]))
+                xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vf, ir.Undefined), xi,
+                                                                  ir.Constant(ir.IntType(32), 0)),
+                                            ir.Constant(vf, ir.Undefined), splat_mask)
+                new.append([builder.call(fmuladd, [xs, w, a]) for w, a in zip(weights, acc_row)])
             i_next = builder.add(i, one_i)
             tail = builder.block
             i.add_incoming(i_next, tail)
-            for a, v in zip(accs, new):
-                a.add_incoming(v, tail)
+            for acc_row, new_row in zip(accs, new):
+                for a, v in zip(acc_row, new_row):
+                    a.add_incoming(v, tail)
             builder.cbranch(builder.icmp_signed("<", i_next, nrows), body, done)
             builder.position_at_end(done)
-            final = [builder.phi(vf) for _ in range(width)]
-            for f_, s, v in zip(final, start, new):
-                f_.add_incoming(s, entry)
-                f_.add_incoming(v, tail)
-            for p, v in zip(y_tile, final):
-                builder.store(v, p, align=4)
+            finals = []  # every phi first: LLVM wants them at the top of the block
+            for start_row, new_row in zip(start, new):
+                for s0_, v in zip(start_row, new_row):
+                    final = builder.phi(vf)
+                    final.add_incoming(s0_, entry)
+                    final.add_incoming(v, tail)
+                    finals.append(final)
+            for p, final in zip((p for row in y_tile for p in row), finals):
+                builder.store(final, p, align=4)
 
         full = ir.Constant(intp, TILE * LANES)
         n_tiles = builder.sdiv(a_ncols, full)
@@ -127,4 +121,35 @@ def tile_matvec(typingctx, src, s0, s1, M, dst, d0, d1, col0, ncols):
             tile_pass(builder.add(done_cols, builder.mul(loop.index, lane)), 1)
         return builder.add(done_cols, builder.mul(n_single, lane))
 
-    return sig, codegen
+    return codegen
+
+
+def _typer(rows: int):
+    def typer(typingctx, src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols):
+        arrays = (src, M, dst)
+        if not all(isinstance(a, types.Array) for a in arrays):
+            return None
+        if src.ndim != 3 or dst.ndim != 3 or M.ndim != 2 or src.dtype != types.float32 or dst.dtype != types.float32:
+            return None
+        if M.dtype not in (types.float32, types.uint16, types.int8):
+            return None
+        return types.intp(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols), _codegen(rows)
+
+    return typer
+
+
+def _make(rows: int, name: str):
+    typer = _typer(rows)
+    typer.__name__ = name
+    typer.__doc__ = f"""Register-tiled product for {rows} row(s); see the module docstring.
+
+    ``dst[d0 + r*dd0, d1 + r*dd1, col0:col0+n] += src[s0 + r*ds0, s1 + r*ds1, :] @ M[:, col0:col0+n]``
+    for r in 0..{rows - 1}; returns n, ``ncols`` rounded down to a multiple of ``LANES`` (the
+    caller finishes the rest). ``src``/``dst``: C-contiguous 3D float32; ``M``: C-contiguous 2D
+    float32, uint16 (float16 bits) or int8. No bounds checks.
+    """
+    return intrinsic(typer)
+
+
+tile_matvec = _make(1, "tile_matvec")
+tile_matmat4 = _make(4, "tile_matmat4")
