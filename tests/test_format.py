@@ -120,6 +120,15 @@ BAD_EDITS = {
     "string hidden": (lambda h, a: _lstm_entry(a).update(hidden_size="4"), "must be an integer"),
     "proj too big": (lambda h, a: _lstm_entry(a).update(proj_size=9), r"proj_size"),
     "tensor of no layer": (lambda h, a: a["layers"].pop(), "tensors of no layer|reads|output"),
+    # values of the wrong JSON type where a hashable one was looked up (once a TypeError)
+    "dtype not a string": (lambda h, a: h["lstm.W"].update(dtype=["F32"]), "has dtype"),
+    "type not a string": (lambda h, a: a["layers"][0].update(type=["lstm"]), "'type' must be"),
+    "name not a string": (lambda h, a: a["layers"][0].update(name=["emb"]), "layer name must match"),
+    "empty tensor, absurd axes": (lambda h, a: h["lstm.P"].update(shape=[2**70, 0], data_offsets=[0, 0]),
+                                  r"2\^48"),
+    # a token id the input accepts must have a row in the table (else the kernel reads past it)
+    "embedding smaller than the input": (lambda h, a: a.update(input={"type": "tokens", "vocab_size": 6},
+                                                               vocab=None), "embedding table has 5 rows"),
 }
 
 
@@ -174,3 +183,49 @@ def test_nonfinite_weights_are_refused(tmp_path, rng):
     tinyrnn.format.save(m, path)
     with pytest.raises(tinyrnn.ModelFormatError, match="NaN or infinity"):
         tinyrnn.load(path)
+
+
+def _float_activation_file(tmp_path, edit):
+    from tinyrnn.layers import Activation
+
+    m = Model([Activation("act", None, "tanh")], InputSpec.features(4))
+    good = tmp_path / "act.trnn"
+    m.save(good)
+    bad = tmp_path / "act_bad.trnn"
+    _rewrite(good, bad, edit)
+    return bad
+
+
+@pytest.mark.parametrize("edit, match", [
+    # no tensor backs an activation's size: the input shape alone must be bounded
+    (lambda h, a: a["input"].update(shape=[2**24, 2**24]), r"more than 2\^24 values per step"),
+    (lambda h, a: a.update(input={"type": "float", "shape": [4096, 4096]}, layers=[
+        {"name": f"a{i}", "type": "activation", "inputs": ["input" if i == 0 else f"a{i - 1}"], "fn": "relu"}
+        for i in range(4)], output="a3"), "values across its layers"),
+    (lambda h, a: a["layers"][0].update(fn=["tanh"]), "'fn' must be one of"),
+])
+def test_sizes_no_tensor_backs_are_bounded(tmp_path, edit, match):
+    with pytest.raises(tinyrnn.ModelFormatError, match=match):
+        tinyrnn.load(_float_activation_file(tmp_path, edit))
+
+
+def test_duplicate_keys_are_refused(tmp_path, text_model):
+    raw = tinyrnn.format.dumps(text_model)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = raw[8:8 + n].decode().rstrip()
+    # the same tensor twice: json would silently keep the second
+    entry = header[header.index('"emb.table"'):header.index("}", header.index('"emb.table"')) + 1]
+    text = ("{" + entry + "," + header[1:]).encode()
+    text += b" " * (-len(text) % 8)
+    with pytest.raises(tinyrnn.ModelFormatError, match="names 'emb.table' twice"):
+        tinyrnn.loads(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    # a key twice inside the architecture
+    arch = text_model.architecture()
+    meta = json.dumps(arch)
+    meta = meta.replace('"format_version": 1', '"format_version": 1, "format_version": 1')
+    h = json.loads(raw[8:8 + n])
+    h["__metadata__"]["tinyrnn"] = meta
+    text = json.dumps(h).encode()
+    text += b" " * (-len(text) % 8)
+    with pytest.raises(tinyrnn.ModelFormatError, match="names 'format_version' twice"):
+        tinyrnn.loads(struct.pack("<Q", len(text)) + text + raw[8 + n:])

@@ -32,6 +32,9 @@ from .errors import ModelFormatError, ModelNotFoundError
 
 HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own bound on the JSON header
 MAX_TENSORS = 100_000
+# No tensor has more elements than this, even counting the sizes of an empty tensor's
+# other axes: numpy cannot even describe some such shapes (2^70 x 0), and no model needs them.
+MAX_ELEMENTS = 1 << 48
 _DTYPE_NAMES = {np.dtype(v).newbyteorder("<").str if np.dtype(v).itemsize > 1 else np.dtype(v).str: k
                 for k, v in spec.SAFETENSORS_DTYPES.items()}
 
@@ -130,7 +133,9 @@ def read_header(buf, source: str = "<bytes>") -> tuple[dict, dict, int]:
         raise ModelFormatError(f"{source}: header length {n} is impossible for a file of {size} bytes "
                                f"(truncated, or not a safetensors file)")
     try:
-        header = json.loads(bytes(buf[8:8 + n]).decode("utf-8"))
+        header = json.loads(bytes(buf[8:8 + n]).decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ModelFormatError(f"{source}: header names {e.args[0]!r} twice (which one is meant?)") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ModelFormatError(f"{source}: header is not valid UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
@@ -158,11 +163,28 @@ def read_header(buf, source: str = "<bytes>") -> tuple[dict, dict, int]:
     return entries, metadata or {}, 8 + n
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    # json keeps the last of two equal keys; in a header that is ambiguity a hostile file
+    # could use (two different answers for one tensor), so it is refused
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return out
+
+
 def _check_entry(name, e, data_len: int, source: str):
     if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
         raise ModelFormatError(f"{source}: tensor {name!r} must have exactly dtype, shape and data_offsets")
     dt = e["dtype"]
-    if dt not in spec.SAFETENSORS_DTYPES:
+    if not isinstance(dt, str) or dt not in spec.SAFETENSORS_DTYPES:
         raise ModelFormatError(f"{source}: tensor {name!r} has dtype {dt!r}; readable: "
                                f"{sorted(spec.SAFETENSORS_DTYPES)}")
     shape = e["shape"]
@@ -170,6 +192,9 @@ def _check_entry(name, e, data_len: int, source: str):
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape)):
         raise ModelFormatError(f"{source}: tensor {name!r} shape must be a list of at most 8 non-negative "
                                f"integers, found {shape!r}")
+    if math.prod(max(s, 1) for s in shape) > MAX_ELEMENTS:
+        raise ModelFormatError(f"{source}: tensor {name!r} has shape {shape}: more than 2^48 elements "
+                               f"(counting every nonzero axis) is not a real tensor")
     offs = e["data_offsets"]
     if (not isinstance(offs, list) or len(offs) != 2
             or any(isinstance(o, bool) or not isinstance(o, int) for o in offs)):
@@ -195,7 +220,10 @@ def _parse(buf, source: str):
                                f"[{spec.METADATA_KEY!r}] is missing): not a tinyrnn model. Convert it with a "
                                f"tinyrnn converter")
     try:
-        arch = json.loads(metadata[spec.METADATA_KEY])
+        arch = json.loads(metadata[spec.METADATA_KEY], object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ModelFormatError(f"{source}: the tinyrnn metadata names {e.args[0]!r} twice in one object "
+                               f"(which one is meant?)") from None
     except (ValueError, RecursionError) as e:
         raise ModelFormatError(f"{source}: the tinyrnn metadata is not valid JSON ({e})") from None
     if not isinstance(arch, dict):

@@ -62,7 +62,9 @@ def _get_float(cfg: dict, key: str, layer: str, default=None, allow_none=False):
 
 def _get_choice(cfg: dict, key: str, layer: str, choices, default=None) -> str:
     v = cfg.get(key, default)
-    if v not in choices:
+    # the str test first: a list or dict from a hostile file is unhashable, and `in` on a
+    # dict of choices would raise TypeError instead of naming the problem
+    if not isinstance(v, str) or v not in choices:
         raise _fail(layer, f"{key!r} must be one of {sorted(choices)}, found {v!r}")
     return v
 
@@ -515,6 +517,8 @@ def layer_from_config(entry: Any, params: dict[str, np.ndarray]) -> Layer:
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
         raise _fail(name, f"'inputs' must be a non-empty list of names, found {inputs!r}")
     kind = entry.get("type")
+    if not isinstance(kind, str):
+        raise _fail(name, f"'type' must be a layer type name, found {kind!r}")
     if kind in spec.CELL_GATES:
         layer = Recurrent.from_config(name, inputs, entry, params, kind)
     elif kind in LAYER_TYPES:

@@ -9,6 +9,7 @@ model, so one model can serve any number of streams and threads.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,9 @@ import numpy as np
 from . import spec
 from .errors import DeviceError, InputError, ModelFormatError
 from .layers import Embedding, Layer, Recurrent, layer_from_config
+
+
+MAX_STEP_VALUES = 1 << 26  # floats one step of one stream may hold over all layers (256 MB)
 
 
 class InputSpec:
@@ -29,6 +33,8 @@ class InputSpec:
             raise ModelFormatError(f"a token input needs a positive vocab_size, found {vocab_size!r}")
         if not self.tokens and (not self.shape or any(s < 1 for s in self.shape)):
             raise ModelFormatError(f"a float input needs a shape of positive sizes, found {shape!r}")
+        if not self.tokens and math.prod(self.shape) > 1 << 24:
+            raise ModelFormatError(f"a float input of shape {self.shape} has more than 2^24 values per step")
 
     @classmethod
     def features(cls, *shape: int) -> "InputSpec":
@@ -115,10 +121,21 @@ class Model:
                 used.add(src)
             if self.input.tokens and "input" in layer.inputs and not isinstance(layer, Embedding):
                 raise ModelFormatError(f"layer {layer.name!r} reads token ids directly; only an embedding can")
+            if isinstance(layer, Embedding) and self.input.tokens and layer.vocab_size < self.input.vocab_size:
+                # inputs are checked against the model's vocab_size only: a smaller table
+                # would let a valid token id read past its end
+                raise ModelFormatError(f"layer {layer.name!r}: embedding table has {layer.vocab_size} rows but "
+                                       f"the input takes {self.input.vocab_size} token ids")
             shapes[layer.name] = tuple(layer.output_shape([shapes[s] for s in layer.inputs]))
         if self.output not in shapes or self.output == "input":
             raise ModelFormatError(f"output {self.output!r} is not a layer of the model")
         used.add(self.output)
+        per_step = sum(math.prod(shape) for shape in shapes.values())
+        if per_step > MAX_STEP_VALUES:
+            # layers without tensors (activations) take their sizes from the input, which no
+            # tensor bytes back: bound what one step of one stream may allocate
+            raise ModelFormatError(f"one step of this model holds {per_step} values across its layers; "
+                                   f"at most {MAX_STEP_VALUES} are allowed")
         unused = [layer.name for layer in self.layers if layer.name not in used]
         if unused:
             raise ModelFormatError(f"layers {unused} feed nothing: remove them or name one as the output")
@@ -201,7 +218,9 @@ class Model:
             grouped.setdefault(lname, {})[pname] = arr
         layers = []
         for entry in entries:
-            layer = layer_from_config(entry, grouped.pop(entry.get("name") if isinstance(entry, dict) else None, {}))
+            lname = entry.get("name") if isinstance(entry, dict) else None
+            # a non-string name (a list, say) is unhashable: let layer_from_config name it
+            layer = layer_from_config(entry, grouped.pop(lname, {}) if isinstance(lname, str) else {})
             layers.append(layer)
         if grouped:
             raise ModelFormatError(f"tensors of no layer: {sorted(f'{k}.*' for k in grouped)}")
