@@ -126,6 +126,11 @@ BAD_EDITS = {
     "name not a string": (lambda h, a: a["layers"][0].update(name=["emb"]), "layer name must match"),
     "empty tensor, absurd axes": (lambda h, a: h["lstm.P"].update(shape=[2**70, 0], data_offsets=[0, 0]),
                                   r"2\^48"),
+    # finite as JSON but not as float32: the kernels would see infinity
+    "alpha beyond float32": (lambda h, a: a["layers"][2].update(activations=[["hardsigmoid", 1e300, 0.4],
+                                                                              ["softsign", 0, 0]]), "activation"),
+    "clip beyond float32": (lambda h, a: a["layers"][2].update(clip=1e39), "finite float32"),
+    "clip an enormous int": (lambda h, a: a["layers"][2].update(clip=10**400), "finite float32"),
     # a token id the input accepts must have a row in the table (else the kernel reads past it)
     "embedding smaller than the input": (lambda h, a: a.update(input={"type": "tokens", "vocab_size": 6},
                                                                vocab=None), "embedding table has 5 rows"),

@@ -55,9 +55,22 @@ def _get_float(cfg: dict, key: str, layer: str, default=None, allow_none=False):
     v = cfg.get(key, default)
     if v is None and allow_none:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _fail(layer, f"{key!r} must be a finite number, found {v!r}")
+    if not _finite32(v):
+        raise _fail(layer, f"{key!r} must be a finite float32 number, found {v!r}")
     return float(v)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite32(v) -> bool:
+    """A JSON number the kernels can hold: finite once cast to float32 (1e300 is not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v) and abs(float(v)) <= _F32_MAX
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _get_choice(cfg: dict, key: str, layer: str, choices, default=None) -> str:
@@ -337,8 +350,7 @@ class Recurrent(Layer):
                                   f"bidirectional layer), found {acts!r}")
             for a in acts:
                 if (not isinstance(a, list) or len(a) != 3 or a[0] not in spec.CELL_ACTIVATIONS
-                        or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                               for v in a[1:])):
+                        or not all(_finite32(v) for v in a[1:])):
                     raise _fail(name, f"an activation must be [name, alpha, beta] with name in "
                                       f"{list(spec.CELL_ACTIVATIONS)}, found {a!r}")
         clip = _get_float(cfg, "clip", name, None, allow_none=True)
