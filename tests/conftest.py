@@ -10,3 +10,14 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests import oracle and builder
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests (10-million-step streams, fuzzing) run only when asked for:
+    ``pytest -m slow`` or TINYRNN_SLOW=1. CI runs plain ``pytest`` and skips them."""
+    if "slow" in (config.getoption("markexpr") or "") or os.environ.get("TINYRNN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with pytest -m slow (or TINYRNN_SLOW=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
