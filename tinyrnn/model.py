@@ -331,7 +331,7 @@ class Model:
         lens = _check_lengths(lengths, B, T, batched)
         st = backend.new_state(self, B)
         if state is not None:
-            check_state(state, st, backend)
+            check_state(state, st, backend, check_finite)
         if T == 0:
             y = np.zeros((B, 0, *self.output_shape), np.float32)
         else:

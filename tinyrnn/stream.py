@@ -85,11 +85,12 @@ def _shape_text(F, block) -> str:
     return f"(T, {f}) or (B, T, {f})" if block else f"({f},) or (B, {f})"
 
 
-def check_state(state, into: dict, backend) -> None:
+def check_state(state, into: dict, backend, check_finite: bool = False) -> None:
     """Copy a flat state dict (``"<layer>.h"`` -> ``(B, D, Hr)``) into backend state ``into``.
 
-    Raises ``InputError`` on missing or unknown keys, wrong shapes or non-numeric values;
-    nothing is copied unless every entry is valid.
+    Raises ``InputError`` on missing or unknown keys, wrong shapes or non-numeric values
+    (``NonFiniteError`` for NaN/inf when ``check_finite``); nothing is copied unless every
+    entry is valid.
     """
     if not isinstance(state, dict):
         raise InputError(f"state must be a dict like Stream.state, found {type(state).__name__}")
@@ -104,6 +105,8 @@ def check_state(state, into: dict, backend) -> None:
             raise InputError(f"state[{key!r}] must be real numbers of shape {tuple(dst.shape)}, "
                              f"found {_describe(src)}")
         checked[key] = src.astype(np.float32, copy=False)
+        if check_finite and not np.isfinite(checked[key]).all():
+            raise NonFiniteError(f"state[{key!r}] holds NaN or infinity (check_finite=True refuses it)")
     for key, dst in expected.items():
         backend.copy_in(dst, checked[key])
 
@@ -170,9 +173,12 @@ class Stream:
             self._run_step()
             if out is None:
                 return self._backend.to_host(self._step_out, copy=True)
-            if type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32:
-                raise InputError(f"out must be a float32 array of shape {self._step_out.shape}, found "
-                                 f"{_describe(out)}")
+            if (type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32
+                    or not out.flags.writeable):
+                what = _describe(out) if isinstance(out, np.ndarray) and out.flags.writeable else (
+                    "a read-only array" if isinstance(out, np.ndarray) else type(out).__name__)
+                raise InputError(f"out must be a writable float32 array of shape {self._step_out.shape}, "
+                                 f"found {what}")
             out[...] = self._backend.to_host(self._step_out, copy=False)
             return out
         finally:
@@ -247,7 +253,7 @@ class Stream:
     @state.setter
     def state(self, snapshot: dict) -> None:
         with self._guard():
-            check_state(snapshot, self._state, self._backend)
+            check_state(snapshot, self._state, self._backend, self.check_finite)
 
     def _guard(self):
         stream = self
