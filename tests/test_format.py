@@ -120,6 +120,10 @@ BAD_EDITS = {
     "string hidden": (lambda h, a: _lstm_entry(a).update(hidden_size="4"), "must be an integer"),
     "proj too big": (lambda h, a: _lstm_entry(a).update(proj_size=9), r"proj_size"),
     "tensor of no layer": (lambda h, a: a["layers"].pop(), "tensors of no layer|reads|output"),
+    "overlapping offsets": (lambda h, a: h["lstm.proj"].update(data_offsets=[o - 4 for o in h["lstm.proj"]["data_offsets"]]),
+                            "overlaps the tensor before it"),
+    "gap between tensors": (lambda h, a: h["lstm.proj"].update(data_offsets=[o + 4 for o in h["lstm.proj"]["data_offsets"]]),
+                            "gap of 4 bytes|outside the file"),
     # values of the wrong JSON type where a hashable one was looked up (once a TypeError)
     "dtype not a string": (lambda h, a: h["lstm.W"].update(dtype=["F32"]), "has dtype"),
     "type not a string": (lambda h, a: a["layers"][0].update(type=["lstm"]), "'type' must be"),

@@ -65,6 +65,17 @@ def test_every_header_byte_flipped(name):
     assert outcomes["refused"] > outcomes["loaded"] > 0
 
 
+def test_the_command_line_reports_a_damaged_file_in_one_line(tmp_path, capsys):
+    from tinyrnn.cli import main
+
+    raw = files()["text"]
+    path = tmp_path / "cut.trnn"
+    path.write_bytes(raw[:len(raw) // 2])
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tinyrnn info: error: ") and "truncated" in err and "\n" not in err
+
+
 # --- hypothesis: structured lies -----------------------------------------------------------
 
 HOSTILE_VALUES = st.one_of(
