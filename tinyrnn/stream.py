@@ -119,6 +119,25 @@ def flatten_state(backend, state: dict) -> dict[str, np.ndarray]:
 # --- the stream ----------------------------------------------------------------------------
 
 
+class _Guard:
+    """Holds a stream's lock for a ``with`` block, or refuses at once if another thread has
+    it. One small class for all streams: a class made per call would be cyclic garbage, and
+    a long-running script that snapshots state every step would churn the collector."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            raise ConcurrentUseError("this Stream is being used by another thread; give each thread its own stream")
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+
 class Stream:
     """B independent streams through one model; see ``Model.stream``."""
 
@@ -255,18 +274,8 @@ class Stream:
         with self._guard():
             check_state(snapshot, self._state, self._backend, self.check_finite)
 
-    def _guard(self):
-        stream = self
-
-        class _Guard:
-            def __enter__(self):
-                if not stream._busy.acquire(blocking=False):
-                    raise ConcurrentUseError("this Stream is being used by another thread")
-
-            def __exit__(self, *exc):
-                stream._busy.release()
-
-        return _Guard()
+    def _guard(self) -> "_Guard":
+        return _Guard(self._busy)
 
     def __repr__(self) -> str:
         kind = f"batch={self.batch}" if self.batched else "unbatched"
