@@ -93,6 +93,10 @@ def main(argv: list[str]) -> None:
         for name, raw in SAMPLES.items():
             with open(os.path.join(corpus, name), "wb") as f:
                 f.write(b"\0" + raw)
+        # and seeds for the structured mode: edit scripts drawn from fixed bytes
+        for i in range(16):
+            with open(os.path.join(corpus, f"edits{i}"), "wb") as f:
+                f.write(bytes([1]) + bytes((i * 37 + k * 11) % 256 for k in range(64)))
         args.append(corpus)
     atheris.Setup(args, test_one_input)
     atheris.Fuzz()
