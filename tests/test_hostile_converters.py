@@ -315,3 +315,47 @@ def test_damaged_onnx_bytes(onnx, tmp_path):
     assert outcomes["refused"] >= len(cases) // 2, outcomes
     with pytest.raises(tinyrnn.ModelNotFoundError):
         tc.from_onnx(tmp_path / "missing.onnx")
+
+
+@torch_needed
+def test_generated_state_dict_lies(tmp_path, torch):
+    """hypothesis: one tensor of a valid 2-layer bidirectional state_dict reshaped, dropped
+    or renamed. Refused, or a model that runs."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = {}
+    for cell, mod in (("lstm", torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)),
+                      ("gru", torch.nn.GRU(3, 4, num_layers=2, bidirectional=True)),
+                      ("lstm_proj", torch.nn.LSTM(3, 4, proj_size=2))):
+        base[cell] = {f"rnn.{k}": v.detach().clone() for k, v in mod.state_dict().items()}
+
+    @settings(max_examples=int(os.environ.get("TINYRNN_FUZZ_EXAMPLES", "60")), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(cell=st.sampled_from(sorted(base)), which=st.integers(0, 100), action=st.sampled_from(
+        ["reshape", "drop", "rename", "dtype"]), shape=st.lists(st.integers(0, 17), max_size=3),
+        name=st.sampled_from(["rnn.weight_ih_l5", "rnn.bias_hh_l0_reverse", "rnn.weight_hr_l1",
+                              "head.weight", "emb.weight", "x"]))
+    def case(cell, which, action, shape, name):
+        sd = dict(base[cell])
+        key = sorted(sd)[which % len(sd)]
+        if action == "reshape":
+            sd[key] = torch.zeros(shape)
+        elif action == "drop":
+            del sd[key]
+        elif action == "rename":
+            sd[name] = sd.pop(key)
+        else:
+            sd[key] = sd[key].to(torch.float64 if shape else torch.int64)
+        path = tmp_path / "sd.pt"
+        torch.save(sd, path)
+        with watchdog():
+            try:
+                m = tc.load_checkpoint(path)
+            except REFUSED:
+                return
+        x = np.zeros((2, 5, *m.input.shape), np.float32) if not m.input.tokens else np.zeros((2, 5), np.int64)
+        assert m.run(x).shape[:2] == (2, 5)
+
+    case()
