@@ -172,14 +172,28 @@ class Importer:
     # --- the walk ---------------------------------------------------------------------
     def run(self) -> Model:
         data = self._bind_inputs()
+        live = self._live_nodes()
         for node in self.graph.node:
-            self._convert(node)
+            if tuple(node.output) in live:
+                self._convert(node)
         if self.problems:
             lines = [f"  {msg} (node {where})" for msg, where in self.problems.items()]
             ops = sorted({m.split(":")[0] for m in self.problems})
             raise UnsupportedModelError(f"{self.where}: {len(self.problems)} unsupported construct(s) "
                                         f"in ops {', '.join(ops)}:\n" + "\n".join(lines))
         return self._finish(data)
+
+    def _live_nodes(self) -> set:
+        """Output tuples (node keys) of the nodes some graph output depends on (dead ones are not converted)."""
+        producer = {o: n for n in self.graph.node for o in n.output if o}
+        live, todo = set(), [o.name for o in self.graph.output]
+        while todo:
+            n = producer.get(todo.pop())
+            if n is None or tuple(n.output) in live:
+                continue
+            live.add(tuple(n.output))
+            todo.extend(i for i in n.input if i)
+        return live
 
     def _bind_inputs(self) -> str:
         roles = classify_inputs(self.graph, set(self.env))
