@@ -240,6 +240,9 @@ class Importer:
         if missing:
             raise UnsupportedModelError(f"{self.where}: node {node.name!r} reads {missing}, which no node makes")
         if any(isinstance(v, Poison) for v in vals):
+            if node.op_type not in HANDLERS and node.op_type != "Constant":
+                # still named, so one error lists every op the graph needs
+                self.problems.setdefault(f"{node.op_type}: no converter for this op", node.name or node.output[0])
             self._set(node, [Poison("upstream")] * len(node.output), vals)
             return
         try:

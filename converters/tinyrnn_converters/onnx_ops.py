@@ -620,6 +620,8 @@ def _softmax(ctx, node, vals, a):
 # --- recurrent layers -------------------------------------------------------------------
 
 _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
+_TAKES_ALPHA = {"affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu"}
+_TAKES_BETA = {"affine", "scaledtanh", "hardsigmoid"}
 
 
 def recurrent_config(op: str, a: dict, D: int) -> dict:
@@ -628,12 +630,17 @@ def recurrent_config(op: str, a: dict, D: int) -> dict:
     cfg = {}
     acts = a.get("activations")
     if acts:
-        alphas, betas = a.get("activation_alpha") or [], a.get("activation_beta") or []
+        # activation_alpha/beta are consumed in order by the activations that take them
+        # (onnxruntime's reading; onnx.reference's RNN indexes them by position instead)
+        alphas, betas = list(a.get("activation_alpha") or []), list(a.get("activation_beta") or [])
         out = []
-        for i, name in enumerate(acts):
-            if name.lower() not in spec.CELL_ACTIVATIONS:
+        for name in acts:
+            fn = name.lower()
+            if fn not in spec.CELL_ACTIVATIONS:
                 raise Unsupported(f"activation {name!r} (ONNX lists {list(spec.CELL_ACTIVATIONS)})")
-            out.append([name.lower(), alphas[i] if i < len(alphas) else None, betas[i] if i < len(betas) else None])
+            alpha = alphas.pop(0) if fn in _TAKES_ALPHA and alphas else None
+            beta = betas.pop(0) if fn in _TAKES_BETA and betas else None
+            out.append([fn, alpha, beta])
         n = spec.CELL_ACTIVATION_COUNT[cell]
         if len(out) not in (n, n * D):
             raise Unsupported(f"{len(out)} activations for a {D}-direction {op} (expected {n * D})")
@@ -687,6 +694,8 @@ def _recurrent(ctx, node, vals, a):
     if x.rank != 3:
         raise Unsupported(f"{op} X must have rank 3, found rank {x.rank}")
     t_ax, b_ax = (x.axes[0], x.axes[1]) if layout == 0 else (x.axes[1], x.axes[0])
+    # size-1 feature factors a Reshape merged into the time or batch axis change nothing
+    t_ax, b_ax = (tuple(at for at in ax if not (isinstance(at, int) and x.feat[at] == 1)) for ax in (t_ax, b_ax))
     for ax, role in ((t_ax, "T"), (b_ax, "B")):
         if len(ax) != 1 or isinstance(ax[0], int):
             raise Unsupported(f"{op} X axis for {'time' if role == 'T' else 'batch'} holds "

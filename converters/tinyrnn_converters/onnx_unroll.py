@@ -135,6 +135,24 @@ def _step_index(node, producer, consts):
     return sl.input[0], int(starts[0]), [node, sl]
 
 
+def _is_zero(name, producer, consts, depth=0) -> bool:
+    """True if ``name`` is all zeros: a zero constant, ConstantOfShape(0) or Expand of 0,
+    possibly through Slice/Squeeze/Unsqueeze/Reshape/Identity."""
+    if name in consts:
+        return not np.any(consts[name])
+    node = producer.get(name)
+    if node is None or depth > 8:
+        return False
+    if node.op_type == "ConstantOfShape":
+        v = _attr(node, "value")
+        return v is None or not np.any(__import__("onnx").numpy_helper.to_array(v))
+    if node.op_type == "Expand":
+        return _is_zero(node.input[0], producer, consts, depth + 1)
+    if node.op_type in ("Slice", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Cast"):
+        return _is_zero(node.input[0], producer, consts, depth + 1)
+    return False
+
+
 def _linear(name, producer, consts):
     """(x, Wt, b, nodes) if ``name`` is MatMul(x, Wt) [+ b] with constant Wt (and b)."""
     node = producer.get(name)
@@ -174,13 +192,19 @@ def _match(concat, producer, consumers, consts, outputs):
             return None
         P = step[0]
         nodes += step[2]
+        lin = None if other in consts else _linear(other, producer, consts)
         if t == 0:
-            if other not in consts:
+            if other in consts:
+                c0 = consts[other]
+                h_rank = c0.ndim
+                continue
+            # the first step kept its product with a zero h0: MatMul(zeros, R) [+ b_hh]
+            if lin is None or not _is_zero(lin[0], producer, consts):
                 return None
-            c0 = consts[other]
-            continue
-        lin = _linear(other, producer, consts)
-        if lin is None or lin[0] != acts[t - 1].output[0]:
+            src = producer.get(lin[0])
+            h_rank = 3 if src is not None and src.op_type == "Unsqueeze" else 2
+            c0 = None
+        elif lin is None or lin[0] != acts[t - 1].output[0]:
             return None
         if R is None:
             R, b_hh = lin[1], lin[2]
@@ -193,7 +217,7 @@ def _match(concat, producer, consumers, consts, outputs):
     H = R.shape[-1]
     # the folded first step must be h0 = 0: C equals b_hh (or 0) broadcast
     want = np.zeros(H, np.float32) if b_hh is None else b_hh.reshape(-1)
-    if c0.shape[-1] != H or not np.allclose(c0.reshape(-1, H), want[None], atol=0):
+    if c0 is not None and (c0.shape[-1] != H or not np.allclose(c0.reshape(-1, H), want[None], atol=0)):
         return None
     lin = _linear(P, producer, consts)
     if lin is None:
@@ -208,4 +232,4 @@ def _match(concat, producer, consumers, consts, outputs):
             if o in outputs or any(_key(c) not in inside for c in consumers.get(o, [])):
                 return None
     return {"concat": concat, "acts": acts, "nodes": nodes + p_nodes, "x": x_tm, "W": Wt.T, "R": R.T,
-            "b_ih": b_ih, "b_hh": b_hh, "act": acts[0].op_type, "h_rank": c0.ndim}
+            "b_ih": b_ih, "b_hh": b_hh, "act": acts[0].op_type, "h_rank": h_rank}
