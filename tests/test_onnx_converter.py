@@ -348,3 +348,32 @@ def test_unbound_weights_and_unknown_constants():
         from_onnx(model, constants={"nope": 1})
     m = from_onnx(model, constants={"W": numpy_helper.to_array(w)})
     assert m.layers[0].type == "gru"
+
+
+def test_cli_convert_onnx_with_constant(tmp_path, capsys):
+    from tinyrnn import load
+    from tinyrnn.cli import main
+
+    model = recurrent_model("GRU", 3, 4, outputs=("Y",), rng=np.random.default_rng(4),
+                            attrs={"linear_before_reset": 1})
+    g = model.graph
+    g.node.extend([helper.make_node("Squeeze", ["Y", "ax"], ["s"]),
+                   helper.make_node("Mul", ["s", "scale"], ["out"])])
+    g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "ax"))
+    g.input.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1]))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, ["T", "B", 4]))
+    src, out = tmp_path / "gru.onnx", tmp_path / "gru.trnn"
+    onnx.save(model, src)
+    assert main(["convert", str(src), "-o", str(out), "--constant", "scale=2.5"]) == 0
+    cap = capsys.readouterr()
+    assert "[1/3] reading ONNX model" in cap.err and "parameters" in cap.out
+    m = load(out)
+    x = np.random.default_rng(5).normal(0, 1, (6, 2, 3)).astype(np.float32)
+    want = _session(model).run(None, {"X": x, "scale": np.array([2.5], np.float32)})[0]
+    np.testing.assert_allclose(m.run(x.transpose(1, 0, 2)), want.transpose(1, 0, 2), atol=TOL)
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "source: gru.onnx" in info and "converter: tinyrnn_converters" in info
+    assert main(["convert", str(src), "-o", str(out)]) == 1  # scale left unbound: says how to bind it
+    assert "constants=" in capsys.readouterr().err

@@ -210,6 +210,11 @@ class Importer:
                 f"{self.where}: tinyrnn models read one input; this graph reads {data or 'none'} "
                 f"(bind the others with constants=)")
         name = data[0]
+        extra = [n for n, r in roles.items() if r == "other" and n != name]
+        if extra:
+            raise UnsupportedModelError(f"{self.where}: tinyrnn models read one input ({name!r}); bind the other "
+                                        f"inputs {extra} with constants={{name: value}} (tinyrnn convert "
+                                        f"--constant NAME=VALUE)")
         for n, r in roles.items():
             if r == "state":
                 self.env[n] = StateIn(n)
