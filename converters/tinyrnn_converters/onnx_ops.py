@@ -25,12 +25,10 @@ once in an ``UnsupportedModelError``. Attributes that moved to inputs across ops
 
 from __future__ import annotations
 
-from math import prod
-
 import numpy as np
 
 from tinyrnn import spec
-from tinyrnn.layers import Activation, Dense, Embedding, Recurrent, Softmax
+from tinyrnn.layers import Activation, Embedding, Recurrent, Softmax
 
 from ._ir import Dim, Dyn, Fill, LengthsIn, StateIn, StateRef, Sym
 
@@ -268,7 +266,8 @@ def _cast(ctx, node, vals, a):
         raise Unsupported("casting a run-time shape to floats")
     if isinstance(x, Dyn):
         if (kind == "f") != (x.dtype == "float"):
-            raise Unsupported(f"casting a {x.dtype} runtime tensor to {np.dtype(onnx.helper.tensor_dtype_to_np_dtype(to))}")
+            target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(to))
+            raise Unsupported(f"casting a {x.dtype} runtime tensor to {target}")
         return [x]
     return [x]
 

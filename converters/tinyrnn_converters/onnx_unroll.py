@@ -64,10 +64,12 @@ def _rewrite(g, chain, k, opset, consumers):
     b_ih = zeros if chain["b_ih"] is None else chain["b_ih"].reshape(-1).astype(np.float32)
     b_hh = zeros if chain["b_hh"] is None else chain["b_hh"].reshape(-1).astype(np.float32)
     base = f"tinyrnn_rerolled_{k}"
-    for name, arr in ((f"{base}_W", W[None]), (f"{base}_R", R[None]), (f"{base}_B", np.concatenate([b_ih, b_hh])[None])):
+    B = np.concatenate([b_ih, b_hh])[None]  # (1, 2H)
+    for name, arr in ((f"{base}_W", W[None]), (f"{base}_R", R[None]), (f"{base}_B", B)):
         g.initializer.append(numpy_helper.from_array(arr, name))
     last = chain["acts"][-1].output[0]
-    h_used = any(_key(c) != _key(chain["concat"]) for c in consumers.get(last, [])) or last in {o.name for o in g.output}
+    h_used = (any(_key(c) != _key(chain["concat"]) for c in consumers.get(last, []))
+              or last in {o.name for o in g.output})
     y4, yh = f"{base}_Y", (f"{base}_Y_h" if h_used else "")
     new = [helper.make_node("RNN", [chain["x"], f"{base}_W", f"{base}_R", f"{base}_B"], [y4, yh],
                             name=f"{base}_RNN", hidden_size=H, activations=[chain["act"]])]
@@ -145,7 +147,9 @@ def _is_zero(name, producer, consts, depth=0) -> bool:
         return False
     if node.op_type == "ConstantOfShape":
         v = _attr(node, "value")
-        return v is None or not np.any(__import__("onnx").numpy_helper.to_array(v))
+        from onnx import numpy_helper
+
+        return v is None or not np.any(numpy_helper.to_array(v))
     if node.op_type == "Expand":
         return _is_zero(node.input[0], producer, consts, depth + 1)
     if node.op_type in ("Slice", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Cast"):
