@@ -377,3 +377,82 @@ def test_cli_convert_onnx_with_constant(tmp_path, capsys):
     assert "source: gru.onnx" in info and "converter: tinyrnn_converters" in info
     assert main(["convert", str(src), "-o", str(out)]) == 1  # scale left unbound: says how to bind it
     assert "constants=" in capsys.readouterr().err
+
+
+def unrolled_rnn(T, I, H, bidirectional, rng, zero_h0_matmul=False):
+    """An RNN layer written out step by step as torch's dynamo exporter writes nn.RNN:
+    P = X @ W^T + b_ih over all steps, h_t = tanh(h_{t-1} @ R^T + b_hh + P[t]), Y = Concat
+    (time-major); the reverse direction runs over flip(P) and is concatenated last step first;
+    a bidirectional layer concatenates both along the features. Returns (model, weights)."""
+    nodes, inits = [], {}
+
+    def const(name, value):
+        inits[name] = numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    const("zero", np.array([0], np.int64))
+    weights = []
+    outs = []
+    for d, tag in enumerate(["f", "r"][:2 if bidirectional else 1]):
+        W = rng.normal(0, 0.5, (H, I)).astype(np.float32)
+        R = rng.normal(0, 0.5, (H, H)).astype(np.float32)
+        b_ih, b_hh = rng.normal(0, 0.5, (2, H)).astype(np.float32)
+        weights.append((W, R, b_ih, b_hh))
+        nodes += [helper.make_node("MatMul", ["X", const(f"Wt{tag}", W.T.copy())], [f"xw{tag}"]),
+                  helper.make_node("Add", [f"xw{tag}", const(f"bih{tag}", b_ih)], [f"P{tag}"])]
+        src = f"P{tag}"
+        if tag == "r":
+            nodes.append(helper.make_node("Slice", [src, const("m1", np.array([-1], np.int64)),
+                                                    const("mn", np.array([-2 ** 63], np.int64)), "zero",
+                                                    const("m1s", np.array([-1], np.int64))], ["flip"]))
+            src = "flip"
+        acts = []
+        for t in range(T):
+            nodes += [helper.make_node("Slice", [src, const(f"s{t}", np.array([t], np.int64)),
+                                                 const(f"e{t}", np.array([t + 1], np.int64)), "zero"],
+                                       [f"sl{tag}{t}"]),
+                      helper.make_node("Squeeze", [f"sl{tag}{t}", "zero"], [f"x{tag}{t}"])]
+            if t == 0 and not zero_h0_matmul:
+                prev = const(f"c0{tag}", np.broadcast_to(b_hh, (1, 2, H)).copy())  # h0 = 0, folded
+            else:
+                h = acts[-1] if t else const(f"h0{tag}", np.zeros((1, 2, H), np.float32))
+                nodes += [helper.make_node("MatMul", [h, const(f"Rt{tag}", R.T.copy())], [f"hr{tag}{t}"]),
+                          helper.make_node("Add", [f"hr{tag}{t}", const(f"bhh{tag}", b_hh)], [f"hb{tag}{t}"])]
+                prev = f"hb{tag}{t}"
+            nodes += [helper.make_node("Add", [prev, f"x{tag}{t}"], [f"a{tag}{t}"]),
+                      helper.make_node("Tanh", [f"a{tag}{t}"], [f"h{tag}{t}"])]
+            acts.append(f"h{tag}{t}")
+        nodes.append(helper.make_node("Concat", acts if tag == "f" else acts[::-1], [f"Y{tag}"], axis=0))
+        outs.append(f"Y{tag}")
+    if bidirectional:
+        nodes.append(helper.make_node("Concat", outs, ["Y"], axis=2))
+    else:
+        nodes.append(helper.make_node("Identity", outs, ["Y"]))
+    graph = helper.make_graph(nodes, "unrolled", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, 2, I])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [T, 2, None])],
+                              list(inits.values()))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), weights
+
+
+@pytest.mark.parametrize("bidirectional,zero_h0_matmul", [(False, False), (False, True), (True, False)])
+def test_unrolled_rnn_is_rolled_back_up(bidirectional, zero_h0_matmul):
+    rng = np.random.default_rng(11)
+    model, weights = unrolled_rnn(4, 3, 5, bidirectional, rng, zero_h0_matmul)
+    m = from_onnx(model)
+    assert [layer.type for layer in m.layers] == ["rnn"]
+    assert m.layers[0].direction == ("bidirectional" if bidirectional else "forward")
+    # the unrolled graph itself, at its own length
+    x = rng.normal(0, 1, (4, 2, 3)).astype(np.float32)
+    want = _session(model).run(None, {"X": x})[0]
+    np.testing.assert_allclose(m.run(x.transpose(1, 0, 2)), want.transpose(1, 0, 2), atol=TOL)
+    # and any other length and batch: an ONNX RNN node with the same weights is the reference
+    W = np.stack([w[0] for w in weights])
+    R = np.stack([w[1] for w in weights])
+    B = np.stack([np.concatenate([w[2], w[3]]) for w in weights])
+    node = recurrent_model("RNN", 3, 5, direction="bidirectional" if bidirectional else "forward",
+                           outputs=("Y",))
+    for init, arr in zip(node.graph.initializer, (W, R, B)):
+        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    x = rng.normal(0, 1, (9, 3, 3)).astype(np.float32)
+    Y = _session(node).run(None, {"X": x})[0]  # (T, D, B, H)
+    np.testing.assert_allclose(m.run(x.transpose(1, 0, 2)), Y.transpose(2, 0, 1, 3).reshape(3, 9, -1), atol=TOL)

@@ -710,6 +710,16 @@ def _recurrent(ctx, node, vals, a):
         v = vals[slot]
         if v is None or (kind == "c" and cell != "lstm"):
             continue
+        # a zero state of the wrong size means the graph contradicts itself (onnxruntime
+        # refuses it too); the dynamo exporter writes such LSTMs for proj_size
+        shape = v.shape if isinstance(v, np.ndarray) else [d.coef if d.concrete else None for d in v.shape] \
+            if isinstance(v, Fill) else None
+        if shape is not None and len(shape) == 3:
+            want = {0: D, 2: H} if layout == 0 else {1: D, 2: H}
+            bad = {i: n for i, n in want.items() if shape[i] is not None and shape[i] != n}
+            if bad:
+                raise Unsupported(f"{op} initial_{kind} has shape {list(shape)}, which does not fit {D} "
+                                  f"direction(s) of hidden size {H} (layout {layout}); the graph contradicts itself")
         if isinstance(v, StateIn):
             ctx.state_in.append({"input": v.name, "start": v.start, "stop": v.stop, "layout": layout,
                                  "layer": name, "kind": kind, "D": D})

@@ -9,10 +9,12 @@ steps, fixed to the example's length::
     h_t    = act(Add(Add(MatMul(h_{t-1}, W_hh^T), b_hh), x_t))
     Y      = Concat(h_0, ..., h_{T-1}, axis 0)          # (T, B, H)
 
-``reroll`` finds such chains (forward direction, Tanh or Relu, any operand order of the
-Adds) and replaces each with one ``RNN`` node and a Squeeze, so the import streams at any
-length and batch size instead of replaying T baked-in steps. A chain whose pieces are read
-elsewhere (other than the last step, which becomes ``Y_h``) is left alone.
+``reroll`` finds such chains (Tanh or Relu, any operand order of the Adds) and replaces
+each with one ``RNN`` node and a Squeeze, so the import streams at any length and batch
+size instead of replaying T baked-in steps. A bidirectional layer is a forward chain and a
+reverse one (run over ``flip(P)``, concatenated last step first) joined by a Concat along
+the features: the pair becomes one bidirectional ``RNN`` node. A chain whose pieces are
+read elsewhere (other than the last step, which becomes ``Y_h``) is left alone.
 """
 
 from __future__ import annotations
@@ -41,52 +43,89 @@ def reroll(model):
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     outputs = {o.name for o in g.output}
-    found = []
+    found = {}
     for n in g.node:
         if n.op_type == "Concat" and _attr(n, "axis") == 0 and len(n.input) >= 2:
-            chain = _match(n, producer, consumers, consts, outputs)
+            chain = (_match(n, producer, consumers, consts, outputs)
+                     or _match(n, producer, consumers, consts, outputs, reverse=True))
             if chain is not None:
-                found.append(chain)
+                found[n.output[0]] = chain
     if not found:
         return model
+    # a bidirectional layer: Concat(forward Y, reverse Y) along the features
+    groups, used = [], set()
+    for n in g.node:
+        if (n.op_type == "Concat" and _attr(n, "axis") in (2, -1) and len(n.input) == 2
+                and all(i in found for i in n.input)):
+            f, r = found[n.input[0]], found[n.input[1]]
+            private = all(len(consumers.get(i, [])) == 1 and i not in outputs for i in n.input)
+            if (f["direction"], r["direction"]) == ("forward", "reverse") and f["x"] == r["x"] and private \
+                    and f["R"].shape == r["R"].shape and f["act"] == r["act"] \
+                    and not _h_used(f, consumers, outputs) and not _h_used(r, consumers, outputs):
+                groups.append(([f, r], n))
+                used.update(n.input)
+    groups += [([c], None) for name, c in found.items() if name not in used and c["direction"] == "forward"]
+    if not groups:
+        return model
     opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), 20)
-    for k, chain in enumerate(found):
-        _rewrite(g, chain, k, opset, consumers)
+    for k, (chains, cat) in enumerate(groups):
+        _rewrite(g, chains, cat, k, opset, consumers, outputs)
     return copy
 
 
-def _rewrite(g, chain, k, opset, consumers):
+def _h_used(chain, consumers, outputs) -> bool:
+    """True if the chain's last step (its final hidden state) is read outside the chain."""
+    last = chain["acts"][-1].output[0]
+    return any(_key(c) != _key(chain["concat"]) for c in consumers.get(last, [])) or last in outputs
+
+
+def _rewrite(g, chains, cat, k, opset, consumers, outputs):
+    """Replace ``chains`` (one forward chain, or forward + reverse joined by ``cat``) with
+    one RNN node whose outputs take the names the chain's outputs had."""
     from onnx import helper, numpy_helper
 
-    W, R = chain["W"].astype(np.float32), chain["R"].astype(np.float32)  # (H, I), (H, H)
-    H = R.shape[0]
-    zeros = np.zeros(H, np.float32)
-    b_ih = zeros if chain["b_ih"] is None else chain["b_ih"].reshape(-1).astype(np.float32)
-    b_hh = zeros if chain["b_hh"] is None else chain["b_hh"].reshape(-1).astype(np.float32)
+    def bias(b, H):
+        return np.zeros(H, np.float32) if b is None else b.reshape(-1).astype(np.float32)
+
+    H = chains[0]["R"].shape[0]
+    W = np.stack([c["W"].astype(np.float32) for c in chains])  # (D, H, I)
+    R = np.stack([c["R"].astype(np.float32) for c in chains])  # (D, H, H)
+    B = np.stack([np.concatenate([bias(c["b_ih"], H), bias(c["b_hh"], H)]) for c in chains])  # (D, 2H)
     base = f"tinyrnn_rerolled_{k}"
-    B = np.concatenate([b_ih, b_hh])[None]  # (1, 2H)
-    for name, arr in ((f"{base}_W", W[None]), (f"{base}_R", R[None]), (f"{base}_B", B)):
+    for name, arr in ((f"{base}_W", W), (f"{base}_R", R), (f"{base}_B", B)):
         g.initializer.append(numpy_helper.from_array(arr, name))
+    chain = chains[0]
     last = chain["acts"][-1].output[0]
-    h_used = (any(_key(c) != _key(chain["concat"]) for c in consumers.get(last, []))
-              or last in {o.name for o in g.output})
+    h_used = cat is None and _h_used(chain, consumers, outputs)
     y4, yh = f"{base}_Y", (f"{base}_Y_h" if h_used else "")
+    direction = "bidirectional" if len(chains) == 2 else "forward"
     new = [helper.make_node("RNN", [chain["x"], f"{base}_W", f"{base}_R", f"{base}_B"], [y4, yh],
-                            name=f"{base}_RNN", hidden_size=H, activations=[chain["act"]])]
+                            name=f"{base}_RNN", hidden_size=H, activations=[chain["act"]] * len(chains),
+                            direction=direction)]
+
+    def const(name, values):
+        g.initializer.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
 
     def squeeze(src, dst, axis):
         if opset >= 13:
-            g.initializer.append(numpy_helper.from_array(np.array([axis], np.int64), f"{dst}_axes"))
-            return helper.make_node("Squeeze", [src, f"{dst}_axes"], [dst], name=f"{dst}_squeeze")
+            return helper.make_node("Squeeze", [src, const(f"{dst}_axes", [axis])], [dst], name=f"{dst}_squeeze")
         return helper.make_node("Squeeze", [src], [dst], name=f"{dst}_squeeze", axes=[axis])
 
-    new.append(squeeze(y4, chain["concat"].output[0], 1))  # (T, 1, B, H) -> (T, B, H)
+    if cat is None:
+        new.append(squeeze(y4, chain["concat"].output[0], 1))  # (T, 1, B, H) -> (T, B, H)
+    else:  # (T, 2, B, H) -> (T, B, 2, H) -> (T, B, 2H), forward features first as Concat had them
+        new.append(helper.make_node("Transpose", [y4], [f"{base}_YT"], perm=[0, 2, 1, 3], name=f"{base}_T"))
+        new.append(helper.make_node("Reshape", [f"{base}_YT", const(f"{base}_shape", [0, 0, -1])],
+                                    [cat.output[0]], name=f"{base}_reshape"))
     if h_used:
         if chain["h_rank"] == 3:
             new.append(helper.make_node("Identity", [yh], [last], name=f"{base}_h"))
         else:
             new.append(squeeze(yh, last, 0))
-    drop = {_key(n) for n in chain["nodes"]}
+    drop = {_key(n) for c in chains for n in c["nodes"]}
+    if cat is not None:
+        drop.add(_key(cat))
     nodes = list(g.node)
     at = min(i for i, n in enumerate(nodes) if _key(n) in drop)
     kept = [n for n in nodes if _key(n) not in drop]
@@ -157,6 +196,14 @@ def _is_zero(name, producer, consts, depth=0) -> bool:
     return False
 
 
+def _is_flip(node, consts) -> bool:
+    """Slice(P, -1, -inf, axis 0, step -1): P reversed in time."""
+    if node.op_type != "Slice" or len(node.input) < 5 or any(i not in consts for i in node.input[1:5]):
+        return False
+    st, en, ax, sp = (consts[i].reshape(-1).tolist() for i in node.input[1:5])
+    return st == [-1] and len(en) == 1 and en[0] <= -(2 ** 31) and ax == [0] and sp == [-1]
+
+
 def _linear(name, producer, consts):
     """(x, Wt, b, nodes) if ``name`` is MatMul(x, Wt) [+ b] with constant Wt (and b)."""
     node = producer.get(name)
@@ -175,10 +222,14 @@ def _linear(name, producer, consts):
     return node.input[0], consts[node.input[1]], b, nodes + [node]
 
 
-def _match(concat, producer, consumers, consts, outputs):
+def _match(concat, producer, consumers, consts, outputs, reverse=False):
+    """The chain ending in ``concat``, or None. ``reverse``: the reverse direction, which
+    the exporter runs forward over ``flip(P)`` and concatenates last step first."""
     acts = [producer.get(i) for i in concat.input]
     if any(a is None for a in acts) or len({a.op_type for a in acts}) != 1 or acts[0].op_type not in ("Tanh", "Relu"):
         return None
+    if reverse:
+        acts = acts[::-1]
     nodes = [concat]
     P = R = b_hh = None
     for t, act in enumerate(acts):
@@ -223,10 +274,17 @@ def _match(concat, producer, consumers, consts, outputs):
     want = np.zeros(H, np.float32) if b_hh is None else b_hh.reshape(-1)
     if c0 is not None and (c0.shape[-1] != H or not np.allclose(c0.reshape(-1, H), want[None], atol=0)):
         return None
+    flip = []
+    if reverse:
+        fl = producer.get(P)
+        if fl is None or not _is_flip(fl, consts):
+            return None
+        P, flip = fl.input[0], [fl]
     lin = _linear(P, producer, consts)
     if lin is None:
         return None
     x_tm, Wt, b_ih, p_nodes = lin
+    p_nodes = p_nodes + flip
     # every intermediate value must be private to the chain (the last step may be h_n)
     inside = {_key(n) for n in nodes + p_nodes}
     for n in nodes + p_nodes:
@@ -236,4 +294,5 @@ def _match(concat, producer, consumers, consts, outputs):
             if o in outputs or any(_key(c) not in inside for c in consumers.get(o, [])):
                 return None
     return {"concat": concat, "acts": acts, "nodes": nodes + p_nodes, "x": x_tm, "W": Wt.T, "R": R.T,
-            "b_ih": b_ih, "b_hh": b_hh, "act": acts[0].op_type, "h_rank": h_rank}
+            "b_ih": b_ih, "b_hh": b_hh, "act": acts[0].op_type, "h_rank": h_rank,
+            "direction": "reverse" if reverse else "forward"}
