@@ -269,6 +269,7 @@ def test_state_inputs_and_outputs_become_stream_state():
     assert meta["input"] == "x" and meta["input_axes"] == ["T", "B", "F"]
     assert {s["input"] for s in meta["state_inputs"]} == {"h0", "c0"}
     assert {s["output"] for s in meta["state_outputs"]} == {"hn", "cn"}
+    assert sorted(meta["state_pairs"]) == [["c0", "cn"], ["h0", "hn"]]
     # stream step by step == PyTorch fed its own state back
     rng = np.random.default_rng(3)
     s = m.stream(batch=2)

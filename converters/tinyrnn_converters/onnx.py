@@ -359,6 +359,13 @@ class Importer:
                               for n, v in state_out if all(p[0] in need for p in v.parts)],
             "lengths": sorted(self.lengths)[0] if self.lengths else None,
         }
+        # an input that starts exactly the states an output returns: the pair a step-by-step
+        # caller would feed back, and what the stream now carries itself
+        ins: dict = {}
+        for rec in onnx_meta["state_inputs"]:
+            ins.setdefault(rec["input"], set()).add((rec["layer"], rec["kind"]))
+        onnx_meta["state_pairs"] = [[i, o["output"]] for o in onnx_meta["state_outputs"] for i, parts in ins.items()
+                                    if parts == {(p[0], p[1]) for p in o["parts"]}]
         from . import __version__
 
         return {"source": self.where, "converter": f"tinyrnn_converters {__version__} (onnx)",
