@@ -146,6 +146,33 @@ def test_time_major_model_with_example():
     np.testing.assert_allclose(m.run(x.transpose(1, 0, 2)), want.transpose(1, 0, 2), atol=TOL)
 
 
+def test_forward_taking_state_streams_with_it():
+    """forward(x, (h0, c0)) -> (y, (h, c)): the state inputs and outputs become the stream's."""
+    torch.manual_seed(10)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x, h0, c0):
+            y, (h, c) = self.lstm(x, (h0, c0))
+            return self.head(y), h, c
+
+    net = Net().eval()
+    m = from_torch(net, example_input=(torch.randn(2, 3, 3), torch.randn(2, 2, 4), torch.randn(2, 2, 4)))
+    assert {pair[0] for pair in m.metadata["onnx"]["state_pairs"]} == {"state1", "state2"}
+    rng = np.random.default_rng(6)
+    s = m.stream(batch=2)
+    h = c = torch.zeros(2, 2, 4)
+    for _ in range(4):
+        x = torch.from_numpy(rng.normal(0, 1, (2, 1, 3)).astype(np.float32))
+        with torch.no_grad():
+            y, h, c = net(x, h, c)
+        np.testing.assert_allclose(s.step(x[:, 0].numpy()), y[:, 0].numpy(), atol=TOL)
+
+
 def test_unsupported_op_is_named():
     class Net(nn.Module):
         def __init__(self):

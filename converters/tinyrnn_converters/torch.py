@@ -451,27 +451,35 @@ def _guess_example(module):
 
 
 def _from_trace(module, example_input) -> Model:
+    """Trace ``module`` to ONNX (TorchScript exporter, batch and time dynamic), import it,
+    and check the import against PyTorch on the example. ``example_input`` may be a tuple
+    ``(x, h0, ...)`` for a forward that takes state: those inputs become stream state."""
     import torch
 
+    from . import onnx_backend
     from .onnx import from_onnx
-    from .onnx_backend import to_batch_first, to_graph_layout
 
-    x = _guess_example(module) if example_input is None else example_input
-    if not isinstance(x, torch.Tensor) or x.ndim not in (2, 3):
-        raise UnsupportedModelError(f"example_input must be one tensor of rank 2 (token ids) or 3 (features), "
-                                    f"found {type(x).__name__} {getattr(x, 'shape', '')}")
+    args = example_input if isinstance(example_input, (tuple, list)) else (
+        _guess_example(module) if example_input is None else example_input,)
+    x = args[0]
+    if not all(isinstance(a, torch.Tensor) for a in args) or x.ndim not in (2, 3):
+        raise UnsupportedModelError(f"example_input must be a tensor of rank 2 (token ids) or 3 (features), or a "
+                                    f"tuple of tensors starting with one; found {type(x).__name__} "
+                                    f"{getattr(x, 'shape', '')}")
     with torch.no_grad():
-        ref = module(x)
+        ref = module(*args)
     if isinstance(ref, (tuple, list)):
         ref = ref[0]  # (output, state): the state becomes the stream's own
-    buf = io.BytesIO()
+    names = ["input"] + [f"state{i}" for i in range(1, len(args))]
     dyn = {"input": {0: "dim0", 1: "dim1"}}
+    dyn.update({n: {1: "state_batch"} for n, a in zip(names[1:], args[1:]) if a.ndim == 3})
+    buf = io.BytesIO()
     try:
         import warnings
 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (x,), buf, dynamo=False, input_names=["input"], dynamic_axes=dyn,
+            torch.onnx.export(module, tuple(args), buf, dynamo=False, input_names=names, dynamic_axes=dyn,
                               opset_version=17)
     except Exception as e:
         raise UnsupportedModelError(f"{type(module).__name__}: tracing failed: {type(e).__name__}: "
@@ -483,10 +491,9 @@ def _from_trace(module, example_input) -> Model:
         model = from_onnx(proto)
     except UnsupportedModelError as e:
         raise UnsupportedModelError(f"{type(module).__name__} (traced to ONNX): {e}") from None
-    meta = model.metadata["onnx"]
-    xb = to_batch_first(x.numpy(), meta["input_axes"] if x.ndim == 3 else meta["input_axes"][:2])
-    y = model.run(xb)
-    got = to_graph_layout(y, meta["output_axes"], meta["output_feat"]) if meta["output_axes"] else y
+    # the backend feeds the example (state inputs included) the way the graph reads it
+    feeds = {i.name: a.detach().numpy() for i, a in zip(proto.graph.input, args)}
+    got = onnx_backend.prepare(proto).run(feeds)[0]
     want = ref.detach().numpy()
     if got.shape != want.shape or not np.allclose(got, want, atol=1e-3, rtol=1e-3):
         diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else None
