@@ -6,12 +6,17 @@
   GRU r,z,n) to ONNX's (LSTM i,o,f,c; GRU z,r,h); PyTorch's GRU is ONNX's
   ``linear_before_reset=1``. An ``nn.Sequential`` of supported modules converts the same
   way, module by module.
-* Any other module (a class with its own ``forward``) is traced: PyTorch's TorchScript
-  ONNX exporter records the real dataflow on ``example_input`` (made up from the first
-  module the input reaches when not given), with batch and time marked dynamic, and
-  ``from_onnx`` imports the trace. Whatever the trace holds that tinyrnn cannot run is an
-  ``UnsupportedModelError`` naming the op. The converted model is then run on the example
-  and compared with PyTorch (max abs difference <= 1e-3, else ``UnsupportedModelError``).
+* Any other module (a class with its own ``forward``) is traced, so the real dataflow
+  decides, not the order modules were registered in. First with ``torch.fx``: supported
+  leaf modules (embedding, recurrent, linear, activations, softmax, dropout), elementwise
+  functions and methods, scalar arithmetic, ``getitem`` on a recurrent output and
+  batch/time transposes map to layers one by one. What fx cannot trace or map goes to
+  PyTorch's TorchScript ONNX exporter instead (on ``example_input``, made up from the first
+  module the input reaches when not given; batch and time marked dynamic), and
+  ``from_onnx`` imports that trace; that result is checked against PyTorch on the example
+  (max abs difference <= 1e-3). Whatever neither trace can map is an
+  ``UnsupportedModelError`` naming the op. A ``forward(x, h0, ...)`` that takes state is
+  traced with ``example_input=(x, h0, ...)``; its state inputs become the stream's state.
 * ``load_checkpoint(path)`` reads a ``state_dict`` saved with ``torch.save`` using
   ``weights_only=True`` (nothing but tensors is ever unpickled) and infers the layers from
   key names and shapes; what a state_dict cannot tell (an RNN's nonlinearity, the order
@@ -155,7 +160,8 @@ def from_torch(module, example_input=None) -> Model:
     or any ``nn.Module`` whose forward runs embedding -> recurrent layers -> linear heads
     with elementwise activations and softmax. ``example_input``: a tensor the module
     accepts (needed only when it cannot be made up from the first module the input
-    reaches). The result reads batch-first input ``(B, T, F)`` / ``(B, T)`` token ids.
+    reaches), or a tuple ``(x, h0, ...)`` for a forward that takes state. The result reads
+    batch-first input ``(B, T, F)`` / ``(B, T)`` token ids.
 
     Raises ``UnsupportedModelError`` naming what cannot be converted.
     """
