@@ -297,7 +297,7 @@ def _size(ctx, node, vals, a):
 def _transpose(ctx, node, vals, a):
     x = vals[0]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if not isinstance(x, Dyn):
         raise Unsupported(f"Transpose of a {_kind(x)}")
     perm = a.get("perm", list(range(x.rank))[::-1])
@@ -315,7 +315,7 @@ def _squeeze(ctx, node, vals, a):
             return [Sym.simplify(x.dims, scalar=True)]
         raise Unsupported(f"Squeeze of a shape vector of length {len(x.dims)}")
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if isinstance(x, StateIn) and x.squeezed is False and axes in ([0], [-3]) and x.layout == 0:
         return [StateIn(x.name, x.start, x.stop, x.layout, squeezed=True)]
     if not isinstance(x, Dyn):
@@ -342,7 +342,7 @@ def _unsqueeze(ctx, node, vals, a):
             return [Sym.simplify(x.dims)]
         raise Unsupported(f"Unsqueeze of a shape vector on axes {axes}")
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if isinstance(x, StateIn) and x.squeezed and axes in ([0],):
         return [StateIn(x.name, x.start, x.stop, x.layout, squeezed=False)]
     if not isinstance(x, Dyn):
@@ -359,7 +359,7 @@ def _unsqueeze(ctx, node, vals, a):
 def _reshape(ctx, node, vals, a):
     x, shape = vals[0], vals[1]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if not isinstance(x, Dyn):
         raise Unsupported(f"Reshape of a {_kind(x)}")
     return [_reshape_dyn(ctx, x, _dims(shape), a.get("allowzero", 0))]
@@ -433,7 +433,7 @@ def _slice(ctx, node, vals, a):
             raise Unsupported(f"Slice of a shape vector on axes {axes}")
         return [Sym.simplify(x.dims[slice(starts[0], ends[0] if ends[0] < INT_MAX else None, steps[0])])]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if isinstance(x, StateIn) and axes in ([0],) and steps == [1] and not x.squeezed:
         n = (x.stop - x.start) if x.stop is not None else None
         lo = starts[0] if starts[0] >= 0 or n is None else n + starts[0]
@@ -502,7 +502,7 @@ def _expand(ctx, node, vals, a):
     if isinstance(x, np.ndarray) and np.all(x == x.reshape(-1)[0]):
         return [Fill(float(x.reshape(-1)[0]), _dims(vals[1]))]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     raise Unsupported(f"Expand of a {_kind(x)}")
 
 
@@ -713,7 +713,7 @@ def _recurrent(ctx, node, vals, a):
         # a zero state of the wrong size means the graph contradicts itself (onnxruntime
         # refuses it too); the dynamo exporter writes such LSTMs for proj_size
         shape = v.shape if isinstance(v, np.ndarray) else [d.coef if d.concrete else None for d in v.shape] \
-            if isinstance(v, Fill) else None
+            if isinstance(v, Fill) and v.shape is not None else None
         if shape is not None and len(shape) == 3:
             want = {0: D, 2: H} if layout == 0 else {1: D, 2: H}
             bad = {i: n for i, n in want.items() if shape[i] is not None and shape[i] != n}
