@@ -45,9 +45,16 @@ _TORCH_ACTS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "GELU": "ge
 
 
 def reorder_gates(w: np.ndarray, cell: str) -> np.ndarray:
-    """Rows (axis 0) of a PyTorch gate-stacked tensor ``(G*H, ...)`` in ONNX gate order."""
+    """Rows (axis 0) of a PyTorch gate-stacked tensor ``(G*H, ...)`` in ONNX gate order.
+
+    Raises ``ModelFormatError`` when ``w`` has no rows axis or its rows do not split into
+    the cell's G gates."""
     order = _REORDER[cell]
-    blocks = np.split(np.asarray(w), len(order), axis=0)
+    w = np.asarray(w)
+    if w.ndim < 1 or w.shape[0] == 0 or w.shape[0] % len(order):
+        raise ModelFormatError(f"a {cell} parameter stacks {len(order)} gates along its first axis; "
+                               f"found shape {w.shape}")
+    blocks = np.split(w, len(order), axis=0)
     return np.concatenate([blocks[i] for i in order], axis=0)
 
 
@@ -78,9 +85,13 @@ def recurrent_layers(params: dict, cell: str, num_layers: int, bidirectional: bo
                 raise ModelFormatError(f"{name}: parameter {e.args[0]!r} is missing") from None
             W.append(reorder_gates(wi, cell))
             R.append(reorder_gates(wh, cell))
-            if f"bias_ih_{key}" in params:
+            has_bias = (f"bias_ih_{key}" in params, f"bias_hh_{key}" in params)
+            if has_bias == (True, True):
                 B.append(np.concatenate([reorder_gates(params[f"bias_ih_{key}"], cell),
                                          reorder_gates(params[f"bias_hh_{key}"], cell)]))
+            elif any(has_bias):
+                raise ModelFormatError(f"{name}: bias_ih_{key} and bias_hh_{key} come as a pair; found only "
+                                       f"{'bias_ih' if has_bias[0] else 'bias_hh'}_{key}")
             if f"weight_hr_{key}" in params:
                 proj.append(params[f"weight_hr_{key}"])
         cfg = {}
@@ -92,7 +103,11 @@ def recurrent_layers(params: dict, cell: str, num_layers: int, bidirectional: bo
                                             f"{nonlinearity!r}")
             cfg["activations"] = [nonlinearity]
         lname = f"{name}_l{k}" if num_layers > 1 else name
+        if len(B) not in (0, len(dirs)) or len(proj) not in (0, len(dirs)):
+            raise ModelFormatError(f"{name} layer {k}: the directions disagree on which biases or projections "
+                                   f"they have")
         try:
+            # np.stack is inside: the directions' tensors may disagree in shape
             layer = Recurrent.from_onnx(cell, lname, np.stack(W), np.stack(R), np.stack(B) if B else None,
                                         proj=np.stack(proj) if proj else None, inputs=[prev] if prev else None,
                                         direction="bidirectional" if bidirectional else "forward", **cfg)
@@ -586,6 +601,12 @@ def load_checkpoint(path, rnn_nonlinearity: str | None = None, head_order: list 
     # recurrent modules, chained by sizes
     specs = []
     for prefix, ps in rec.items():
+        for k, v in sorted(ps.items()):
+            # sizes are read off these shapes below: a lying rank must not get that far
+            want = 1 if k.startswith("bias") else 2
+            if v.ndim != want or 0 in v.shape:
+                raise ModelFormatError(f"{path}: {prefix}.{k} must be a non-empty {want}-D tensor, found shape "
+                                       f"{tuple(v.shape)}")
         n_layers = 1 + max(int(_REC_KEY.match(k)["layer"]) for k in ps)
         bidir = any(k.endswith("_reverse") for k in ps)
         wi, wh = ps.get("weight_ih_l0"), ps.get("weight_hh_l0")
