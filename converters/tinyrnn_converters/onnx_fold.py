@@ -92,7 +92,11 @@ def initial_values(model, constants: dict | None) -> dict:
 
     values = {}
     for init in model.graph.initializer:
-        values[init.name] = numpy_helper.to_array(init)
+        try:
+            values[init.name] = numpy_helper.to_array(init)
+        except Exception as e:  # dims that disagree with the stored data, an unknown type, ...
+            raise ModelFormatError(f"initializer {init.name!r} (dims {list(init.dims)}) cannot be read: "
+                                   f"{type(e).__name__}: {str(e)[:200]}") from None
     inputs = {i.name: i for i in model.graph.input}
     for name, v in (constants or {}).items():
         if name not in inputs:
@@ -141,11 +145,45 @@ def _np_fold(op: str, a: dict, x: list):
     return None
 
 
+# Ops whose output size comes from input *values*: a hostile graph can ask them for
+# terabytes (ConstantOfShape([10^5, 10^5])). Their size is computed before folding.
+MAX_FOLD_ELEMENTS = 1 << 26
+
+
+def _fold_size(op: str, vals: list) -> int | None:
+    """Elements ``op`` would produce from constant ``vals``; None when not one of those ops."""
+    import math
+
+    try:
+        if op == "ConstantOfShape":
+            return math.prod(int(d) for d in np.asarray(vals[0]).reshape(-1))
+        if op == "Expand":
+            shape = [int(d) for d in np.asarray(vals[1]).reshape(-1)]
+            have = list(np.shape(vals[0]))
+            n = max(len(shape), len(have))
+            shape, have = [1] * (n - len(shape)) + shape, [1] * (n - len(have)) + have
+            return math.prod(max(a, b) for a, b in zip(shape, have))
+        if op == "Tile":
+            reps = [int(r) for r in np.asarray(vals[1]).reshape(-1)]
+            return math.prod(np.shape(vals[0])) * math.prod(max(r, 0) for r in reps)
+        if op == "Range":
+            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in vals[:3])
+            return max(0, math.ceil((limit - start) / delta)) if delta else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return None
+
+
 def fold_node(node, vals: list, opset: int) -> list:
     """Outputs of ``node`` evaluated on constant inputs ``vals`` (None for absent ones).
 
-    Raises ``UnsupportedModelError`` if the reference implementation cannot run it.
+    Raises ``UnsupportedModelError`` if the reference implementation cannot run it, or if
+    it would make more than ``MAX_FOLD_ELEMENTS`` values.
     """
+    size = _fold_size(node.op_type, vals)
+    if size is not None and size > MAX_FOLD_ELEMENTS:
+        raise UnsupportedModelError(f"{node.op_type} {node.name!r}: would make a constant of {size} values "
+                                    f"(at most {MAX_FOLD_ELEMENTS} are folded)")
     a = attributes(node)
     try:
         out = _np_fold(node.op_type, a, vals)
