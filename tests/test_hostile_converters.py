@@ -359,3 +359,99 @@ def test_generated_state_dict_lies(tmp_path, torch):
         assert m.run(x).shape[:2] == (2, 5)
 
     case()
+
+
+@onnx_needed
+def test_folding_refuses_absurd_constant_tensors(onnx):
+    """A shape-making op with a constant absurd shape must be refused before numpy tries to
+    allocate it (10^5 x 10^5 floats would be 40 GB)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    for op, inits, extra in (
+        ("ConstantOfShape", [numpy_helper.from_array(np.array([10**5, 10**5], np.int64), "shape")], {}),
+        ("Expand", [numpy_helper.from_array(np.zeros(1, np.float32), "v"),
+                    numpy_helper.from_array(np.array([10**5, 10**5], np.int64), "shape")], {}),
+        ("Tile", [numpy_helper.from_array(np.zeros((2, 2), np.float32), "v"),
+                  numpy_helper.from_array(np.array([10**5, 10**5], np.int64), "shape")], {}),
+        ("Range", [numpy_helper.from_array(np.array(0, np.int64), "v"),
+                   numpy_helper.from_array(np.array(10**11, np.int64), "shape"),
+                   numpy_helper.from_array(np.array(1, np.int64), "d")], {}),
+    ):
+        names = [i.name for i in inits]
+        big = helper.make_node(op, names, ["big"], **extra)
+        shape = helper.make_node("Shape", ["big"], ["bs"])
+        add = helper.make_node("Add", ["X", "bsf"], ["X2"])
+        cast = helper.make_node("Cast", ["bs"], ["bsf"], to=TensorProto.FLOAT)
+        rng = np.random.default_rng(0)
+        W = numpy_helper.from_array(rng.normal(0, 0.5, (1, 16, 3)).astype(np.float32), "W")
+        R = numpy_helper.from_array(rng.normal(0, 0.5, (1, 16, 4)).astype(np.float32), "R")
+        lstm = helper.make_node("LSTM", ["X2", "W", "R"], ["Y", "Yh"], hidden_size=4)
+        model = _lstm_graph(onnx, nodes=[big, shape, cast, add, lstm], inits=[*inits, W, R])
+        with pytest.raises(REFUSED, match="would make a constant"):
+            _convert(model)
+
+
+@onnx_needed
+def test_generated_onnx_lies(onnx):
+    """hypothesis: one attribute, initializer shape or node input of a valid LSTM/GRU graph
+    changed. Refused, or a model that runs; never a hang (watchdog) or another error."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from onnx import helper, numpy_helper
+
+    def gru_graph():
+        from onnx import TensorProto
+
+        rng = np.random.default_rng(1)
+        W = numpy_helper.from_array(rng.normal(0, 0.5, (2, 12, 3)).astype(np.float32), "W")
+        R = numpy_helper.from_array(rng.normal(0, 0.5, (2, 12, 4)).astype(np.float32), "R")
+        B = numpy_helper.from_array(rng.normal(0, 0.5, (2, 24)).astype(np.float32), "B")
+        gru = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y", "Yh"], hidden_size=4, direction="bidirectional",
+                               linear_before_reset=1, clip=5.0)
+        x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 3])
+        y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 2, "B", 4])
+        g = helper.make_graph([gru], "g", [x], [y], initializer=[W, R, B])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    bases = [_lstm_graph(onnx).SerializeToString(), gru_graph().SerializeToString()]
+    values = st.one_of(st.integers(-2**40, 2**40), st.sampled_from([0, 1, -1, 10**9]),
+                       st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                       st.sampled_from(["forward", "reverse", "bidirectional", "Tanh", "Relu", "X", "W", "Y", ""]))
+
+    @settings(max_examples=int(os.environ.get("TINYRNN_FUZZ_EXAMPLES", "60")), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(base=st.sampled_from([0, 1]), what=st.sampled_from(["attr", "dims", "input", "output", "opset"]),
+           idx=st.integers(0, 50), value=values, dims=st.lists(st.integers(0, 40), max_size=4))
+    def case(base, what, idx, value, dims):
+        model = onnx.ModelProto()
+        model.ParseFromString(bases[base])
+        node = model.graph.node[0]
+        if what == "attr":
+            a = node.attribute[idx % len(node.attribute)]
+            if a.type == onnx.AttributeProto.INT and isinstance(value, int):
+                a.i = value
+            elif a.type == onnx.AttributeProto.FLOAT and isinstance(value, float):
+                a.f = value
+            elif a.type == onnx.AttributeProto.STRING and isinstance(value, str):
+                a.s = value.encode()
+            else:
+                node.attribute.append(helper.make_attribute("activations", [str(value)]))
+        elif what == "dims":
+            init = model.graph.initializer[idx % len(model.graph.initializer)]
+            del init.dims[:]
+            init.dims.extend(dims)
+        elif what == "input":
+            node.input[idx % len(node.input)] = str(value)
+        elif what == "output":
+            node.output[idx % len(node.output)] = str(value)
+        else:
+            model.opset_import[0].version = int(value) if isinstance(value, int) and abs(value) < 10**6 else 1
+        try:
+            m = _convert(model)
+        except REFUSED:
+            return
+        x = np.zeros((2, 5, *m.input.shape), np.float32) if not m.input.tokens else np.zeros((2, 5), np.int64)
+        assert m.run(x).shape[:2] == (2, 5)
+
+    case()
