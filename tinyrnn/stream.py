@@ -149,6 +149,7 @@ class Stream:
         self._step_fast = not self._tokens and not self.check_finite
         self._run_step = self._step_plan.run
         self._step_shape_out = self._step_out.shape
+        self._is_device = getattr(self._backend, "is_device_array", None)  # GPU backends only
 
     # --- stepping -----------------------------------------------------------------------
     def step(self, x, out: np.ndarray | None = None) -> np.ndarray:
@@ -168,14 +169,14 @@ class Stream:
         try:
             if self._step_fast and type(x) is np.ndarray and x.dtype == _F32 and x.shape == self._step_shape:
                 self._step_in[...] = x
-            elif hasattr(x, "__cuda_array_interface__") or hasattr(out, "__cuda_array_interface__"):
+            elif self._is_device is not None and (self._is_device(x) or self._is_device(out)):
                 return self._step_device(x, out)
             else:
                 self._load_step_input(x)
             self._run_step()
             if out is None:
                 return self._backend.to_host(self._step_out, copy=True)
-            if hasattr(out, "__cuda_array_interface__") and hasattr(self._backend, "device_output"):
+            if self._is_device is not None and self._is_device(out):
                 return self._backend.device_output(self._step_plan, self._step_shape_out, out)
             if type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32:
                 raise InputError(f"out must be a float32 array of shape {self._step_out.shape}, found "
@@ -193,9 +194,7 @@ class Stream:
         input with a device ``out`` is accepted too. CUDA streams only.
         """
         be = self._backend
-        if not hasattr(be, "load_device_input"):
-            raise InputError(f"GPU arrays need a stream made with device='cuda'; this one runs on {self.device!r}")
-        if hasattr(x, "__cuda_array_interface__"):
+        if self._is_device(x):
             be.load_device_input(self._step_plan, x, self._step_shape, self.model, self.check_finite)
             self._step_plan.run(upload=False)
         else:

@@ -601,8 +601,19 @@ def zero(arr, i: int | None) -> None:
 
 
 def is_device_array(a) -> bool:
-    """True for anything exposing ``__cuda_array_interface__`` (numba, CuPy, PyTorch)."""
-    return hasattr(a, "__cuda_array_interface__")
+    """True for a GPU array: anything exposing ``__cuda_array_interface__`` (numba, CuPy,
+    PyTorch), or one of numba's device arrays (the simulator's have no such interface)."""
+    return hasattr(a, "__cuda_array_interface__") or type(a).__module__.startswith(_DEVICE_ARRAY_MODULES)
+
+
+_DEVICE_ARRAY_MODULES = ("numba.cuda.cudadrv.devicearray", "numba.cuda.simulator.cudadrv.devicearray")
+
+
+def _as_device(a):
+    """A numba device-array view of GPU array ``a`` (no copy)."""
+    if type(a).__module__.startswith(_DEVICE_ARRAY_MODULES):
+        return a
+    return cuda.as_cuda_array(a)
 
 
 def load_device_input(plan: Plan, x, shape: tuple, model, check_finite: bool) -> None:
@@ -613,7 +624,7 @@ def load_device_input(plan: Plan, x, shape: tuple, model, check_finite: bool) ->
     input when ``check_finite``) are copied to the host to be validated first: an id out of
     range must not reach a kernel. Raises ``InputError``.
     """
-    xa = cuda.as_cuda_array(x)
+    xa = _as_device(x)
     if tuple(xa.shape) != tuple(shape):
         raise InputError(f"step expected a device array of shape {tuple(shape)}, found {tuple(xa.shape)}")
     if model.input.tokens:
@@ -641,7 +652,7 @@ def device_output(plan: Plan, shape: tuple, out=None):
         res = cuda.device_array(shape, np.float32)
         res.copy_to_device(src)
         return res
-    oa = cuda.as_cuda_array(out)
+    oa = _as_device(out)
     if tuple(oa.shape) != tuple(shape) or oa.dtype != np.float32 or not oa.is_c_contiguous():
         raise InputError(f"out must be a C-contiguous float32 device array of shape {tuple(shape)}, found "
                          f"{oa.dtype} {tuple(oa.shape)}")
