@@ -194,6 +194,18 @@ def test_stream_step_process_state_match_cpu(rng):
     np.testing.assert_allclose(ys, oracle_recurrent(layer, w, xs[:1, :3])[0][0], **TOL)
 
 
+def test_process_is_one_launch_per_layer_direction(rng):
+    """T steps run inside the kernel: a plan for 5 steps of a bidirectional LSTM and a
+    Dense head launches three kernels, not 5 * 2 + 1."""
+    from tinyrnn.backends import cuda as backend
+
+    layer, _ = random_recurrent(rng, "lstm", I, H, direction="bidirectional")
+    model = Model([layer, Dense("head", None, {"W": np.ones((2 * H, 2), np.float32), "b": np.zeros(2, np.float32)},
+                                2 * H, 2)], InputSpec.features(I))
+    plan = backend.build_plan(model, 2, 5, backend.new_state(model, 2))
+    assert len(plan.calls) == 3
+
+
 def test_step_with_device_arrays(rng):
     """A device input gives a device output (no host round trip); ``out`` may be a device
     array; a wrong device array is refused with InputError."""
