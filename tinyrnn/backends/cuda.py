@@ -521,10 +521,12 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
     steps; ``state`` comes from ``new_state`` and is updated in place. Raises
     ``DeviceError`` for a layer the CUDA backend cannot run."""
     B, T = batch, steps
+    # page-locked, so the per-step upload is one DMA without a staging copy
     if model.input.tokens:
-        inp = np.zeros((B, T), np.int64)
+        inp = cuda.pinned_array((B, T), np.int64)
     else:
-        inp = np.zeros((B, T, *model.input.shape), np.float32)
+        inp = cuda.pinned_array((B, T, *model.input.shape), np.float32)
+    inp.fill(0)
     d_inp = cuda.to_device(inp)
     lengths = np.full(B, T, np.int64)
     d_lengths = cuda.to_device(lengths)
