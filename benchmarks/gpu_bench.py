@@ -12,7 +12,8 @@ few steps), then times, per batch size B:
   output (what a caller chaining GPU work does), synchronised after every step;
 * ``tinyrnn step (host)``: ``stream.step`` with numpy in and out (adds two copies);
 * ``torch step``: ``nn.LSTM`` on a ``(1, B, H)`` input with ``(h, c)`` carried, synchronised
-  after every step, under ``torch.inference_mode`` with cuDNN enabled;
+  after every step, under ``torch.inference_mode`` with cuDNN enabled and TF32 off unless
+  ``--allow-tf32`` (torch's own default is on: faster, less exact than float32);
 * ``tinyrnn process`` / ``torch seq``: per step, over a block of ``--block`` steps in one call.
 
 Times are medians (benchmarks/common.py). The target of issue 7: tinyrnn's step faster than
@@ -60,11 +61,15 @@ def torch_lstm(W, R, B, n: int):
     return m.cuda().eval()
 
 
-def bench(n: int, batches: list[int], block: int, min_time: float) -> list[dict]:
+def bench(n: int, batches: list[int], block: int, min_time: float, tf32: bool = False) -> list[dict]:
     import torch
     from numba import cuda
 
     torch.backends.cudnn.enabled = True
+    # torch lets cuDNN use TF32 tensor cores by default (10-bit mantissas); tinyrnn computes
+    # in float32, so the like-for-like default turns that off (--allow-tf32 turns it on)
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     W, R, B = weights(n)
     model = Model([Recurrent.from_onnx("lstm", "lstm", W, R, B)], InputSpec.features(n))
     tl = torch_lstm(W, R, B, n)
@@ -128,8 +133,8 @@ def bench(n: int, batches: list[int], block: int, min_time: float) -> list[dict]
     return rows
 
 
-def markdown(rows: list[dict], device: str) -> str:
-    head = (f"\n### GPU: LSTM {rows[0]['hidden']} per step, {device}\n\n"
+def markdown(rows: list[dict], device: str, tf32: bool = False) -> str:
+    head = (f"\n### GPU: LSTM {rows[0]['hidden']} per step, {device}, torch TF32 {'on' if tf32 else 'off'}\n\n"
             "| streams | tinyrnn step, device arrays (us) | tinyrnn step, numpy (us) | torch cuDNN step (us) | "
             "speed-up | tinyrnn process /step (us) | torch seq /step (us) | max abs diff |\n"
             "|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -149,16 +154,18 @@ def main(argv=None) -> None:
     ap.add_argument("--min-time", type=float, default=0.2)
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--markdown", action="store_true", help="print a RESULTS.md table")
+    ap.add_argument("--allow-tf32", action="store_true", help="let cuDNN use TF32 tensor cores (torch's default)")
     args = ap.parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
         sys.exit("gpu_bench needs a CUDA build of torch and a GPU")
     device = torch.cuda.get_device_name(0)
-    rows = bench(args.hidden, args.batches, args.block, args.min_time)
+    rows = bench(args.hidden, args.batches, args.block, args.min_time, args.allow_tf32)
+    result = {"device": device, "torch_tf32": args.allow_tf32, "rows": rows}
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "rows": rows}, indent=1))
-    print(markdown(rows, device) if args.markdown else json.dumps({"device": device, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(markdown(rows, device, args.allow_tf32) if args.markdown else json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
