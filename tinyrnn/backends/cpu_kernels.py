@@ -60,16 +60,6 @@ def work_size(B: int, T: int, G: int, H: int, Hr: int) -> int:
 
 
 @njit(**HELPER)
-def _vecmat(v, M, out):
-    """out[:] = v @ M with M read through ``load``; no scale applied (outside hot loops)."""
-    out[:] = 0.0
-    for i in range(v.shape[0]):
-        vi = v[i]
-        for j in range(out.shape[0]):
-            out[j] += vi * load(M[i, j])
-
-
-@njit(**HELPER)
 def _time(s, T, reverse):
     """The time index of processing step s."""
     return T - 1 - s if reverse else s
@@ -135,9 +125,8 @@ def _matmat4_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols):
                       col0 + done, col0 + ncols)
 
 
-@njit(**KERNEL)
 def _product_rows(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, ncols, tiled, fresh):
-    """See ``_product``; compiled once per array types, not per call site."""
+    """See ``_product``."""
     if fresh:
         for r in range(nb):
             for j in range(col0, col0 + ncols):
@@ -150,6 +139,9 @@ def _product_rows(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, co
         for r in range(nb):
             for j in range(col0, col0 + ncols):
                 dst[d0 + r * dd0, d1 + r * dd1, j] *= scale[j]
+
+
+_product_rows = njit(**KERNEL)(_product_rows)
 
 
 @njit(**HELPER)
@@ -172,9 +164,30 @@ def _product(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, n
 
 
 @njit(**HELPER)
-def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
-    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M)."""
-    _product(src, s0, s1, 0, 0, 1, M, scale, dst, d0, d1, 0, 0, col0, ncols, False, True)
+def _product_one(src, s0, s1, M, scale, dst, d0, d1, col0, ncols, fresh):
+    """``_product`` of a single row, inlined where it is called."""
+    if fresh:
+        for j in range(col0, col0 + ncols):
+            dst[d0, d1, j] = 0.0
+    _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols, False)
+    if fresh and scaled(M[0, 0]):
+        for j in range(col0, col0 + ncols):
+            dst[d0, d1, j] *= scale[j]
+
+
+@njit(**HELPER)
+def _product_step(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, ncols, fresh):
+    """``_product`` at a per-step site of the recurrence.
+
+    One row is inlined: a call to a separate function costs reference-count updates on
+    every array it passes, a quarter of the step of a 16-unit cell. Four rows (batched
+    streams) call the shared out-of-line copy, whose call cost is spread over four
+    streams; inlining the four-row tiles at every site too doubled the compile time.
+    """
+    if nb == 1:
+        _product_one(src, s0, s1, M, scale, dst, d0, d1, col0, ncols, fresh)
+    else:
+        _product(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, ncols, False, fresh)
 
 
 @njit(**HELPER)
@@ -230,15 +243,15 @@ def _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, nb, fused):
     """
     GH = gx.shape[2]
     if fused:
-        _product(x, b, t, 1, 0, nb, Wd, sW, gx, b, k, 1, 0, 0, GH, False, True)
+        _product_step(x, b, t, 1, 0, nb, Wd, sW, gx, b, k, 1, 0, 0, GH, True)
         _add_bias(gx, b, k, nb, 1, 0, bias)
     if scaled(Rd[0, 0]):
-        _product(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, GH, False, True)
+        _product_step(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, GH, True)
         for r in range(nb):
             for j in range(GH):
                 gx[b + r, k, j] += acc[b + r, 0, j]
     else:
-        _product(h, b, d, 1, 0, nb, Rd, sR, gx, b, k, 1, 0, 0, GH, False, False)
+        _product_step(h, b, d, 1, 0, nb, Rd, sR, gx, b, k, 1, 0, 0, GH, False)
 
 
 @njit(**HELPER)
@@ -463,7 +476,7 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                     continue
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
-                    _product(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, GH, False, True)
+                    _product_step(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, GH, True)
                     for bb in range(b, b + nb):
                         if std:
                             _gru_gates_lbr(gx, k, acc, bb, rbh, fa, bound, True)
@@ -471,13 +484,13 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                             _gru_gates_lbr(gx, k, acc, bb, rbh, fa, bound, False)
                 else:
                     # z and r first, then (r * h)·Rh
-                    _product(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, 2 * H, False, True)
+                    _product_step(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, 2 * H, True)
                     for bb in range(b, b + nb):
                         if std:
                             _gru_gates_zr(gx, k, acc, bb, d, h, rh, fa, bound, True)
                         else:
                             _gru_gates_zr(gx, k, acc, bb, d, h, rh, fa, bound, False)
-                    _product(rh, b, 0, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 2 * H, H, False, True)
+                    _product_step(rh, b, 0, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 2 * H, H, True)
                     for bb in range(b, b + nb):
                         for j in range(H):
                             acc[bb, 0, H + j] = gx[bb, k, 2 * H + j] + acc[bb, 0, 2 * H + j]
