@@ -106,8 +106,10 @@ class Model:
         for layer in self.layers:
             if layer.name in shapes:
                 raise ModelFormatError(f"layer name {layer.name!r} is used twice (or is the reserved 'input')")
-            if len(layer.inputs) != 1:
-                raise ModelFormatError(f"layer {layer.name!r}: takes 1 input, found {len(layer.inputs)}")
+            lo, hi = layer.arity
+            if not lo <= len(layer.inputs) <= hi:
+                want = str(lo) if lo == hi else f"{lo} to {hi}"
+                raise ModelFormatError(f"layer {layer.name!r}: takes {want} inputs, found {len(layer.inputs)}")
             for src in layer.inputs:
                 if src not in shapes:
                     raise ModelFormatError(f"layer {layer.name!r} reads {src!r}, which is not the model input "

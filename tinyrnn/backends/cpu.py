@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..graph_layers import GRAPH_LAYER_TYPES, Reshape
 from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
+from .graph_plan import graph_calls, prepare_graph
 from .packing import prepare
 
 name = "cpu"
@@ -58,7 +60,8 @@ def prepared(model) -> list[dict]:
     """Kernel-ready arrays per layer, computed once per model and cached on it."""
     cache = model._backend_cache
     if "cpu" not in cache:
-        cache["cpu"] = [prepare(layer) for layer in model.layers]
+        cache["cpu"] = [prepare_graph(layer, [model.shapes[i] for i in layer.inputs])
+                        if layer.type in GRAPH_LAYER_TYPES else prepare(layer) for layer in model.layers]
     return cache["cpu"]
 
 
@@ -90,9 +93,15 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
     calls = []
     for layer, prep in zip(model.layers, prepared(model)):
         x = values[layer.inputs[0]]
+        if isinstance(layer, Reshape):  # the same buffer under another shape: no call
+            values[layer.name] = x.reshape(B, T, *model.shapes[layer.name])
+            continue
         y = np.empty((B, T, *model.shapes[layer.name]), np.float32)
         values[layer.name] = y
-        if isinstance(layer, Recurrent):
+        if layer.type in GRAPH_LAYER_TYPES:
+            calls.extend(graph_calls(layer, prep, [values[i] for i in layer.inputs], y,
+                                     [model.shapes[i] for i in layer.inputs]))
+        elif isinstance(layer, Recurrent):
             st = state[layer.name]
             work = np.empty(K.work_size(B, T, layer.gates, layer.hidden_size, layer.recurrent_size), np.float32)
             for d in range(layer.num_directions):
