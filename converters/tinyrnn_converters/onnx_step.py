@@ -139,7 +139,10 @@ class StepImporter:
                 continue
             dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
             partner = next((o for o in out_names if o != inp.name and o.startswith(inp.name)), None)
-            if partner is not None:
+            if tt.elem_type not in (1, 10, 11) or len(dims) < 2:
+                # a control input (Silero's sr): fine as long as nothing computed needs it
+                self.env[inp.name] = Rt(None, (), (), None, frozenset([inp.name]))
+            elif partner is not None:
                 self.state_pairs[inp.name] = partner
                 self.env[inp.name] = Rt(None, (), self._state_shape(inp.name, dims), ("in", inp.name, None),
                                         frozenset([inp.name]))
@@ -286,6 +289,14 @@ class StepImporter:
             raise Unsupported("(follows an unsupported node)")
         attrs = _attrs(node)
         op = node.op_type
+        sides = [v for v in ins if isinstance(v, Rt) and v.src is None and v.tag is None]
+        if sides and op != "If":
+            # derived from a control input: stays unknown; only an If (or a layer) that
+            # needs its value reports it
+            deps = _deps(*sides)
+            for name in node.output:
+                self.env[name] = Rt(None, (), (), None, deps)
+            return
         if op == "If":
             return self.eval_if(node, ins[0])
         if op == "Constant":
