@@ -162,6 +162,18 @@ def test_trnn_round_trip(tmp_path, signal_chunks):
                                   model.stream().process(signal_chunks[:40]))
 
 
+def test_from_onnx_and_cli_convert(tmp_path, signal_chunks):
+    from tinyrnn.cli import main
+    from tinyrnn_converters import from_onnx
+
+    model = from_onnx(str(DATA / "silero_vad.onnx"), constants={"sr": SR})
+    want = model.stream().process(signal_chunks[:30])
+    out = tmp_path / "vad.trnn"
+    assert main(["convert", str(DATA / "silero_vad.onnx"), "--constant", "sr=16000", "-o", str(out)]) == 0
+    np.testing.assert_array_equal(tinyrnn.load(out).stream().process(signal_chunks[:30]), want)
+    assert main(["convert", str(DATA / "silero_vad.onnx"), "-o", str(tmp_path / "x.trnn")]) == 1  # sr unbound
+
+
 def test_unbound_sample_rate_names_the_input():
     with pytest.raises(UnsupportedModelError, match=r"If node .* depends on run-time input\(s\) \['sr'\].*constants"):
         from_onnx_step(DATA / "silero_vad.onnx", input_shapes={"input": (576,)})

@@ -141,9 +141,72 @@ def _add_quantize(sub) -> None:
     p.set_defaults(func=_quantize)
 
 
+# --- convert --------------------------------------------------------------------------------
+
+
+def _parse_constant(text: str):
+    """``NAME=VALUE`` -> (name, int | float | list) for ``from_onnx(constants=...)``."""
+    import json
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, found {text!r}")
+    try:
+        v = json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: value {value!r} is not a number or a JSON list") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float, list)):
+        raise argparse.ArgumentTypeError(f"{name}: value {value!r} is not a number or a JSON list")
+    return name, v
+
+
+def _convert(args) -> int:
+    import time
+
+    from .errors import UnsupportedModelError
+
+    try:
+        import tinyrnn_converters
+    except ImportError as e:
+        raise UnsupportedModelError(f"converting needs the converters (pip install 'tinyrnn[onnx]'): {e}") from None
+    constants = dict(args.constant or [])
+    t0 = time.perf_counter()
+    src = args.input
+    if src.lower().endswith(".onnx"):
+        print(f"reading {src} (constants: {constants or 'none'})", flush=True)
+        model = tinyrnn_converters.from_onnx(src, constants=constants or None)
+    elif src.lower().endswith((".pt", ".pth")):
+        if constants:
+            raise InputError("--constant applies to ONNX models only")
+        print(f"reading {src}", flush=True)
+        model = tinyrnn_converters.load_checkpoint(src)
+    else:
+        raise InputError(f"{src!r}: expected an .onnx file or a PyTorch checkpoint (.pt/.pth)")
+    print(f"converted in {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.quantize:
+        model = model.quantize(args.quantize)
+        print(f"quantized to {args.quantize}", flush=True)
+    model.save(args.output)
+    print(model)
+    print(f"wrote {args.output}: {len(model.layers)} layers, {model.num_params():,} parameters, "
+          f"{os.path.getsize(args.output):,} bytes")
+    return 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert an ONNX model or a PyTorch checkpoint into a .trnn file")
+    p.add_argument("input", help="model.onnx, or a state_dict saved with torch.save (.pt)")
+    p.add_argument("--output", "-o", required=True, help="the .trnn file to write")
+    p.add_argument("--constant", action="append", type=_parse_constant, metavar="NAME=VALUE",
+                   help="bind an ONNX graph input to a value so what it decides folds away "
+                        "(repeatable), e.g. --constant sr=16000")
+    p.add_argument("--quantize", choices=["int8", "fp16"], help="store the weights quantized")
+    p.set_defaults(func=_convert)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-SUBCOMMANDS = [_add_info, _add_run, _add_quantize]
+SUBCOMMANDS = [_add_info, _add_run, _add_quantize, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,6 +56,10 @@ def from_onnx(source, constants: dict | None = None) -> Model:
     from . import onnx_unroll
 
     model, opset, where = load_model(source)
+    from . import onnx_step
+
+    if onnx_step.is_step_graph(model):  # one call = one step, state passed in and out (Silero VAD)
+        return onnx_step.import_step_graph(model, where, constants)
     model = onnx_unroll.reroll(model)
     return Importer(model, opset, where, constants).run()
 

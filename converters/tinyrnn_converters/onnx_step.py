@@ -206,6 +206,8 @@ class StepImporter:
         return layer.name
 
     def fresh(self, base: str) -> str:
+        # exporters prefix inlined branches and functions; the names read better without
+        base = re.sub(r"(F\d+::)|(If_\d+_(then|else)_branch__Inline_\d+__)|(_output_\d+$)", "", base)
         base = re.sub(r"[^A-Za-z0-9_.\-]", "_", base).strip("._-") or "layer"
         base = base[-100:].lstrip("._-") or "layer"
         if not re.match(r"^[A-Za-z0-9_]", base):
@@ -898,12 +900,22 @@ def _match_cell(split, g, prod, consts):
 
 
 def is_step_graph(model) -> bool:
-    """True when a graph input returns as an output (``state`` -> ``stateN``) and no recurrent
-    node reads a sequence from a graph input directly: each call of the graph is one step."""
-    inits = {t.name for t in model.graph.initializer}
-    ins = [i.name for i in model.graph.input if i.name not in inits]
-    outs = [o.name for o in model.graph.output]
-    return any(o != i and o.startswith(i) for i in ins for o in outs)
+    """True for a graph called once per step: a graph input returns as an output (``state``
+    -> ``stateN``) and reaches the cell through other ops (packed state, as Silero slices
+    it), or the graph branches with ``If``. Graphs whose ``initial_h``/``initial_c`` are
+    graph inputs themselves go to the sequence importer (``tinyrnn_converters.onnx``)."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    ins = [i.name for i in g.input if i.name not in inits]
+    outs = [o.name for o in g.output]
+    states = {i for i in ins for o in outs if o != i and o.startswith(i)}
+    if not states:
+        return False
+    if any(n.op_type == "If" for n in g.node):
+        return True
+    direct = {n.input[k] for n in g.node if n.op_type in ("LSTM", "GRU", "RNN")
+              for k in (5, 6) if len(n.input) > k}
+    return not states <= direct
 
 
 def from_onnx_step(source, constants: dict | None = None, input_shapes: dict | None = None) -> Model:
@@ -929,8 +941,18 @@ def from_onnx_step(source, constants: dict | None = None, input_shapes: dict | N
         except Exception as e:  # noqa: BLE001 - protobuf raises many kinds
             raise ModelFormatError(f"{source}: not a readable ONNX model ({e})") from None
         where = str(source)
-    recognize_lstm_cells(model)
-    return StepImporter(model, constants, input_shapes, where).run()
+    return import_step_graph(model, where, constants, input_shapes)
+
+
+def import_step_graph(model, where: str, constants: dict | None = None, input_shapes: dict | None = None) -> Model:
+    """``from_onnx_step`` on a loaded (and checked) ``onnx.ModelProto``; ``from_onnx`` calls this
+    for step graphs. The model is copied, not changed."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    recognize_lstm_cells(copy)
+    return StepImporter(copy, constants, input_shapes, where).run()
 
 
 def pack_state(model: Model, state: dict) -> dict:
