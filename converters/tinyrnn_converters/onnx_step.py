@@ -107,9 +107,15 @@ def _attrs(node) -> dict:
 
 
 class StepImporter:
-    def __init__(self, model, constants: dict | None, input_shapes: dict | None, source: str):
+    def __init__(self, model, constants: dict | None, input_shapes: dict | None, source: str,
+                 general: bool = False):
         from onnx import numpy_helper
 
+        # general=False: state must live in recurrent cells (fast, block-wise process);
+        # general=True: state inputs are graph states (Model.states) any layer may read
+        self.general = general
+        self.graph_states: dict = {}
+        self.state_as_data = False
         self.model, self.graph, self.source = model, model.graph, source
         self.env: dict = {}
         self.layers: list = []
@@ -144,8 +150,14 @@ class StepImporter:
                 self.env[inp.name] = Rt(None, (), (), None, frozenset([inp.name]))
             elif partner is not None:
                 self.state_pairs[inp.name] = partner
-                self.env[inp.name] = Rt(None, (), self._state_shape(inp.name, dims), ("in", inp.name, None),
-                                        frozenset([inp.name]))
+                shape = self._state_shape(inp.name, dims)
+                if general:
+                    sname = self.fresh(inp.name)
+                    feat = tuple(d for d in shape if d != B)
+                    self.graph_states[inp.name] = sname
+                    self.env[inp.name] = Rt(sname, feat, shape, None, frozenset([inp.name]))
+                else:
+                    self.env[inp.name] = Rt(None, (), shape, ("in", inp.name, None), frozenset([inp.name]))
             else:
                 data_inputs.append((inp, dims))
         if len(data_inputs) != 1:
@@ -221,9 +233,13 @@ class StepImporter:
 
     def read(self, v, node, feat=None) -> str:
         """tinyrnn name of runtime value ``v`` with per-step features ``feat`` (default: its own)."""
+        if isinstance(v, Rt) and v.tag and v.tag[0] == "in":
+            self.state_as_data = True  # state used by other ops than a cell: graph state
+            raise Unsupported(f"{node.op_type if node else 'the output'} reads state input {v.tag[1]!r} as data")
         if not isinstance(v, Rt) or v.src is None:
-            raise Unsupported(f"{node.op_type} reads a value tinyrnn cannot compute as data "
-                              f"({'cell state c' if isinstance(v, Rt) else type(v).__name__})")
+            what = "a cell's state c" if isinstance(v, Rt) and v.tag else type(v).__name__
+            raise Unsupported(f"{node.op_type if node else 'the output'} reads a value tinyrnn cannot compute "
+                              f"as data ({what})")
         want = v.features if feat is None else tuple(feat)
         if want == v.feat:
             return v.src
@@ -241,6 +257,8 @@ class StepImporter:
     # --- the walk ---------------------------------------------------------------------
     def run(self) -> Model:
         self.walk(self.graph.node)
+        if self.problems and self.state_as_data and not self.general:
+            raise _NeedGeneral("state read as data")
         if self.problems:
             lines = "\n".join(f"  - {msg} (first at node {where!r})" for msg, where in self.problems.items())
             raise UnsupportedModelError(f"{self.source}: tinyrnn cannot represent:\n{lines}")
@@ -248,15 +266,31 @@ class StepImporter:
         if not isinstance(y, Rt) or y.src is None or y.baxis != 0:
             raise UnsupportedModelError(f"output {self.output_name!r} is not a batch-first tensor tinyrnn computes")
         out = self.read(y, None)
-        self.wire_state()
-        layers = self._live(out)
+        states = self.wire_graph_states() if self.general else self.wire_state()
+        layers = self._live([out, *(st["next"] for st in (states or {}).values())])
         meta = {"source": self.source, "converter": "tinyrnn_converters.onnx_step",
                 "onnx_state": self.state_meta, "onnx_io": {"input": self.input_name, "output": self.output_name}}
-        return Model(layers, InputSpec.features(*self.input_feat), output=out, metadata=meta)
+        return Model(layers, InputSpec.features(*self.input_feat), output=out, metadata=meta, states=states)
 
-    def _live(self, out):
+    def wire_graph_states(self) -> dict:
+        """Each state input -> a ``Model.states`` entry whose next value is the paired output."""
+        states = {}
+        self.state_meta = {}
+        for sin, sout in self.state_pairs.items():
+            v = self.env.get(sout)
+            cur = self.env[sin]
+            if not isinstance(v, Rt) or v.src is None or v.features != cur.features or v.baxis != cur.baxis:
+                raise UnsupportedModelError(f"{self.source}: state output {sout!r} is not a run-time tensor of "
+                                            f"{sin!r}'s shape {cur.shape}")
+            name = self.graph_states[sin]
+            states[name] = {"shape": list(cur.features), "next": self.read(v, None)}
+            self.state_meta[sin] = {"output": sout, "shape": list(cur.shape), "graph_state": name}
+        return states
+
+    def _live(self, roots):
         by_name = {l.name: l for l in self.layers}
-        live, todo = set(), [out]
+        out = roots[0]
+        live, todo = set(), list(roots)
         for layer in self.layers:  # recurrent layers stay: their state is part of the model
             if layer.stateful:
                 todo.append(layer.name)
@@ -345,7 +379,7 @@ class StepImporter:
             shape = self.env[sin].shape
             parts = v.parts if isinstance(v, Packed) else [v.tag] if isinstance(v, Rt) and v.tag else None
             if parts is None:
-                raise UnsupportedModelError(f"{self.source}: state output {sout!r} is not built from recurrent "
+                raise _NeedGeneral(f"{self.source}: state output {sout!r} is not built from recurrent "
                                             f"cells' final states, so tinyrnn cannot carry it")
             bound = {idx: lk for (name, idx), lk in self.bindings.items() if name == sin}
             if len(parts) != len(bound) or any(bound.get(i) != (p[1], p[2]) for i, p in enumerate(parts)):
@@ -355,6 +389,10 @@ class StepImporter:
             axis = next(i for i, d in enumerate(shape) if d != B)
             self.state_meta[sin] = {"output": sout, "shape": list(shape),
                                     "axis": axis, "parts": [f"{p[1]}.{p[2]}" for p in parts]}
+
+
+class _NeedGeneral(UnsupportedModelError):
+    """The state does not live in recurrent cells: import it as graph state instead."""
 
 
 class Unsupported(Exception):
@@ -624,8 +662,8 @@ def _concat(imp, node, ins, attrs):
     return [imp.out(Concat(imp.fresh(node.output[0]), srcs, fa), shape, _deps(*ins))]
 
 
-_ACT = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
-_UNARY = {"Sqrt": "sqrt", "Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Reciprocal": "reciprocal"}
+_ACT = {"Sigmoid": "sigmoid", "Tanh": "tanh"}
+_UNARY = {"Relu": "relu", "Sqrt": "sqrt", "Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Reciprocal": "reciprocal"}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Max": "max", "Min": "min"}
 
 
@@ -952,7 +990,12 @@ def import_step_graph(model, where: str, constants: dict | None = None, input_sh
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     recognize_lstm_cells(copy)
-    return StepImporter(copy, constants, input_shapes, where).run()
+    try:
+        return StepImporter(copy, constants, input_shapes, where).run()
+    except _NeedGeneral:
+        # the state passes through other ops than a cell's: carry it as graph state (slower:
+        # process() then runs the graph step by step)
+        return StepImporter(copy, constants, input_shapes, where, general=True).run()
 
 
 def pack_state(model: Model, state: dict) -> dict:
@@ -960,6 +1003,10 @@ def pack_state(model: Model, state: dict) -> dict:
     (``{"state": (2, B, 128)}`` for Silero)."""
     out = {}
     for name, info in model.metadata.get("onnx_state", {}).items():
+        if "graph_state" in info:  # carried as is, batch first
+            arr = np.asarray(state[info["graph_state"]])
+            out[name] = np.moveaxis(arr, 0, list(info["shape"]).index("B"))
+            continue
         parts = [np.asarray(state[p])[:, 0] for p in info["parts"]]  # (B, H) each
         out[name] = np.stack(parts, axis=info["axis"]) if info["axis"] == 0 else np.stack(parts, 1)
     return out
@@ -970,6 +1017,9 @@ def unpack_state(model: Model, onnx_state: dict) -> dict:
     out = {}
     for name, info in model.metadata.get("onnx_state", {}).items():
         arr = np.asarray(onnx_state[name], np.float32)
+        if "graph_state" in info:
+            out[info["graph_state"]] = np.moveaxis(arr, list(info["shape"]).index("B"), 0)
+            continue
         for i, p in enumerate(info["parts"]):
             out[p] = np.take(arr, i, axis=info["axis"])[:, None, :]
     return out

@@ -148,7 +148,9 @@ def _unary(op, v):
         return np.float32(-np.inf) if v == 0 else np.float32(np.nan)
     if op == 5:
         return np.float32(1.0) / v
-    return v * v
+    if op == 6:
+        return v * v
+    return np.float32(0.0) if v < 0 else v  # relu; NaN passes through as ONNX says
 
 
 @njit(**HELPER)
