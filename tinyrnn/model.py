@@ -189,8 +189,9 @@ class Model:
             "output": self.output,
             "vocab": self.vocab,
             "metadata": self.metadata,
-            **({"states": {k: {"shape": list(v["shape"]), "next": v["next"]} for k, v in self.states.items()}}
-               if self.states else {}),
+            # written only when present, so models without graph state keep their files as before
+            **({"states": {k: {"shape": list(v["shape"]), "next": v["next"]} for k, v in states.items()}}
+               if (states := getattr(self, "states", None)) else {}),
         }
 
     def tensors(self) -> dict[str, np.ndarray]:
