@@ -5,8 +5,9 @@
 For each variant of the silero-vad wheel: onnxruntime called once per chunk with its state
 (what silero-vad's ``OnnxWrapper`` does, minus the torch glue), tinyrnn ``Stream.step`` per
 chunk, tinyrnn ``Stream.process`` over 100 chunks (time per chunk), and both batched over 8
-streams (time per chunk per stream). Times are medians over repeats (``common.median_time``)
-and the ratio column is tinyrnn / onnxruntime. Prints a Markdown table.
+streams (time per chunk per stream). The ratio column is tinyrnn / onnxruntime. Prints a Markdown table.
+
+The runtimes are timed in interleaved rounds (``paired``): best round and median round.
 """
 
 from __future__ import annotations
@@ -14,11 +15,40 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
 
-from common import median_time
+
+def paired(fns: dict, rounds: int = 15, min_time: float = 0.05) -> dict:
+    """Seconds per call of each function, measured in interleaved rounds.
+
+    On a shared machine the load drifts within seconds, so runtimes timed one after the
+    other see different machines. Here every round times each function once (a loop of
+    ~``min_time``), back to back; per function we keep the best round (least disturbed)
+    and the median round. Returns ``{name: (best, median)}``.
+    """
+    counts = {}
+    for name, fn in fns.items():
+        fn()
+        n, t = 1, 0.0
+        while t < min_time / 4:
+            n *= 2
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            t = time.perf_counter() - t0
+        counts[name] = max(1, int(n * min_time / t))
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = counts[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return {name: (min(v), float(np.median(v))) for name, v in samples.items()}
 
 VARIANTS = {
     "silero_vad.onnx": {"sr": 16000},
@@ -60,10 +90,10 @@ def bench_variant(name: str, data: Path, chunks: np.ndarray, batch: int) -> dict
     x = chunks[0]
     out = np.empty(1, np.float32)
     block = chunks[:100]
-    row = {"variant": name,
-           "ort_step": median_time(ort_step),
-           "step": median_time(lambda: s.step(x, out=out)),
-           "process": median_time(lambda: s.process(block)) / len(block)}
+    t = paired({"ort_step": ort_step, "step": lambda: s.step(x, out=out), "process": lambda: s.process(block)})
+    row = {"variant": name, **{k: v[0] for k, v in t.items()}, "median": {k: v[1] for k, v in t.items()}}
+    row["process"] /= len(block)
+    row["median"]["process"] /= len(block)
     if name != "silero_vad_openvino_16k.onnx":  # exported for batch 1 only
         xb = np.ascontiguousarray(np.broadcast_to(chunks[:1], (batch, chunks.shape[1])))
         stb = np.zeros((2, batch, 128), np.float32)
@@ -75,8 +105,9 @@ def bench_variant(name: str, data: Path, chunks: np.ndarray, batch: int) -> dict
             sess.run(None, feed)
 
         sb = model.stream(batch=batch)
-        row["ort_batch"] = median_time(ort_batch) / batch
-        row["step_batch"] = median_time(lambda: sb.step(xb)) / batch
+        tb = paired({"ort": ort_batch, "trnn": lambda: sb.step(xb)}, rounds=7)
+        row["ort_batch"] = tb["ort"][0] / batch
+        row["step_batch"] = tb["trnn"][0] / batch
     return row
 
 
@@ -92,15 +123,18 @@ def main(argv=None) -> int:
     chunks = (0.1 * rng.normal(size=(100, 576))).astype(np.float32)
     print(f"# Silero VAD, one 576-sample chunk per step ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores visible, one thread each)\n")
+    print("Best of 15 interleaved rounds (median ratio in brackets).\n")
     print(f"| variant | onnxruntime step | tinyrnn step | ratio | tinyrnn process (per chunk) | ratio | "
           f"onnxruntime B={args.batch} (per stream) | tinyrnn B={args.batch} step (per stream) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.variant or list(VARIANTS):
         r = bench_variant(name, data, chunks, args.batch)
         us = lambda v: f"{v * 1e6:.1f} µs" if v is not None else "n/a"  # noqa: E731
-        print(f"| {name} | {us(r['ort_step'])} | {us(r['step'])} | {r['step'] / r['ort_step']:.2f} | "
-              f"{us(r['process'])} | {r['process'] / r['ort_step']:.2f} | {us(r.get('ort_batch'))} | "
-              f"{us(r.get('step_batch'))} |", flush=True)
+        med = r["median"]
+        print(f"| {name} | {us(r['ort_step'])} | {us(r['step'])} | {r['step'] / r['ort_step']:.2f} "
+              f"({med['step'] / med['ort_step']:.2f}) | {us(r['process'])} | {r['process'] / r['ort_step']:.2f} "
+              f"({med['process'] / med['ort_step']:.2f}) | {us(r.get('ort_batch'))} | {us(r.get('step_batch'))} |",
+              flush=True)
     return 0
 
 
