@@ -177,3 +177,28 @@ def test_bad_configs_are_model_format_errors():
     layer = Conv1d("c", [], {"W": np.ones((2, 1, 5), np.float32)}, 1, 2, 5)
     with pytest.raises(ModelFormatError, match="tensor 'b' is missing"):
         layer.validate_tensors()
+
+
+@pytest.mark.parametrize("n_fft,hop,bins,L", [(256, 128, 129, 640), (16, 4, 9, 40), (8, 8, 3, 8)])
+def test_dft_magnitude_matches_numpy_fft(rng, n_fft, hop, bins, L):
+    from tinyrnn.graph_layers import DftMagnitude
+
+    window = rng.uniform(0.1, 1, n_fft).astype(np.float32)
+    x = rng.normal(0, 1, (2, 3, 1, L)).astype(np.float32)
+    y = tiny_run([DftMagnitude("dft", [], {"window": window}, n_fft, hop, bins)], (1, L), x)
+    frames = (L - n_fft) // hop + 1
+    idx = np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :]
+    spec = np.abs(np.fft.rfft(x[:, :, 0, :].astype(np.float64)[..., idx] * window, axis=-1))  # (B, T, F, n//2+1)
+    want = np.swapaxes(spec[..., :bins], -1, -2)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_dft_magnitude_config_is_checked():
+    from tinyrnn.graph_layers import DftMagnitude
+
+    with pytest.raises(ModelFormatError, match="power of two"):
+        DftMagnitude("d", [], {"window": np.ones(6, np.float32)}, 6, 2, 3)
+    with pytest.raises(ModelFormatError, match="'bins'"):
+        DftMagnitude("d", [], {"window": np.ones(8, np.float32)}, 8, 2, 6)
+    with pytest.raises(ModelFormatError, match="one channel"):
+        Model([DftMagnitude("d", [], {"window": np.ones(8, np.float32)}, 8, 2, 5)], InputSpec.features(2, 8))

@@ -153,7 +153,9 @@ def test_snapshot_restore_mid_stream(signal_chunks):
 
 def test_trnn_round_trip(tmp_path, signal_chunks):
     model = from_onnx_step(DATA / "silero_vad_op18_ifless.onnx", constants={"sr": SR})
-    assert [l.type for l in model.layers].count("lstm") == 1  # the written-out cell became one LSTM
+    types = [l.type for l in model.layers]
+    assert types.count("lstm") == 1  # the written-out cell became one LSTM
+    assert types.count("dft_magnitude") == 1 and "conv1d" in types  # the STFT conv + sqrt became an FFT
     path = tmp_path / "vad.trnn"
     model.save(path)
     loaded = tinyrnn.load(path)

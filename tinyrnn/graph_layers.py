@@ -376,3 +376,55 @@ GRAPH_LAYER_TYPES = {cls.type: cls for cls in (Conv1d, Pad, Reshape, Slice, Conc
 
 __all__ = ["Concat", "Conv1d", "Elementwise", "GRAPH_LAYER_TYPES", "Pad", "Reduce", "Reshape", "Slice",
            "ModelFormatError"]
+
+
+# --- spectral magnitude ---------------------------------------------------------------------
+
+
+class DftMagnitude(Layer):
+    """``|STFT|``: magnitudes of the windowed DFT of frames of a signal.
+
+    Input features ``(1, L)`` (one channel); output ``(bins, frames)`` with
+    ``frames = (L - n_fft) // hop + 1`` and, for bin ``k`` of frame ``f``::
+
+        y[k, f] = | sum_n window[n] * x[f * hop + n] * exp(-2 pi i k n / n_fft) |
+
+    This is what a Conv with a windowed cos/sin basis followed by ``sqrt(re^2 + im^2)``
+    computes (Silero VAD's front end); the kernel uses a radix-2 FFT, so ``n_fft`` is a
+    power of two. Tensor: ``window (n_fft,)`` float32.
+    """
+
+    type = "dft_magnitude"
+
+    def __init__(self, name, inputs, params, n_fft: int, hop: int, bins: int):
+        if n_fft < 2 or n_fft & (n_fft - 1):
+            raise _fail(name, f"'n_fft' must be a power of two (>= 2), found {n_fft}")
+        if not 1 <= bins <= n_fft // 2 + 1:
+            raise _fail(name, f"'bins' must be in [1, {n_fft // 2 + 1}] for n_fft={n_fft}, found {bins}")
+        self.n_fft, self.hop, self.bins = n_fft, hop, bins
+        super().__init__(name, inputs, params)
+
+    @classmethod
+    def from_config(cls, name, inputs, cfg, params):
+        return cls(name, inputs, params, _get_int(cfg, "n_fft", name, lo=2, hi=1 << 16),
+                   _get_int(cfg, "hop", name, hi=1 << 16), _get_int(cfg, "bins", name, hi=1 << 15 + 1))
+
+    def config(self):
+        return {"n_fft": self.n_fft, "hop": self.hop, "bins": self.bins}
+
+    def expected_tensors(self):
+        return {"window": ((self.n_fft,), ("float32",))}
+
+    def output_shape(self, in_shapes):
+        s = in_shapes[0]
+        if len(s) != 2 or s[0] != 1 or s[1] < self.n_fft:
+            raise _fail(self.name, f"expects one channel of at least n_fft={self.n_fft} samples, (1, L), "
+                                   f"found {s}")
+        return (self.bins, (s[1] - self.n_fft) // self.hop + 1)
+
+    def describe(self):
+        return f"n_fft {self.n_fft}, hop {self.hop}, {self.bins} bins"
+
+
+GRAPH_LAYER_TYPES[DftMagnitude.type] = DftMagnitude
+__all__.append("DftMagnitude")

@@ -34,7 +34,7 @@ import numpy as np
 
 from tinyrnn import InputSpec, Model
 from tinyrnn.errors import ModelFormatError, UnsupportedModelError
-from tinyrnn.graph_layers import Concat, Conv1d, Elementwise, Pad, Reduce, Reshape, Slice
+from tinyrnn.graph_layers import Concat, Conv1d, DftMagnitude, Elementwise, Pad, Reduce, Reshape, Slice
 from tinyrnn.layers import Activation, Dense, Recurrent
 
 B = "B"  # the batch-size symbol inside shape vectors
@@ -267,6 +267,7 @@ class StepImporter:
             raise UnsupportedModelError(f"output {self.output_name!r} is not a batch-first tensor tinyrnn computes")
         out = self.read(y, None)
         states = self.wire_graph_states() if self.general else self.wire_state()
+        fuse_dft_magnitude(self.layers)
         layers = self._live([out, *(st["next"] for st in (states or {}).values())])
         meta = {"source": self.source, "converter": "tinyrnn_converters.onnx_step",
                 "onnx_state": self.state_meta, "onnx_io": {"input": self.input_name, "output": self.output_name}}
@@ -800,6 +801,78 @@ def _lstm(imp, node, ins, attrs):
     yh = Rt(name, (H,), (1, B, H), ("out", name, "h"), deps)
     yc = Rt(None, (), (1, B, H), ("out", name, "c"), deps)
     return [y, yh, yc]
+
+
+# --- STFT front ends -------------------------------------------------------------------------
+
+
+def fuse_dft_magnitude(layers: list) -> int:
+    """Replace ``sqrt(conv_re^2 + conv_im^2)`` over a windowed DFT basis by ``DftMagnitude``.
+
+    The pattern (Silero's STFT): a one-channel Conv1d without bias, padding or dilation whose
+    first K filters are ``w[n] cos(2 pi k n / N)`` and next K are ``+-w[n] sin(...)``, sliced
+    in two, each squared, added, square-rooted. The basis is checked numerically (to 1e-5 of
+    the window's peak); the sqrt layer's name is kept, so its readers are untouched, and the
+    bypassed layers fall away unless something else reads them. Returns the number fused.
+    """
+    by = {l.name: l for l in layers}
+    count = 0
+    for i, sq in enumerate(list(layers)):
+        m = _match_dft(sq, by)
+        if m is None:
+            continue
+        conv, K, window = m
+        fused = DftMagnitude(sq.name, list(conv.inputs), {"window": window}, conv.kernel_size, conv.stride, K)
+        fused.validate_tensors()
+        layers[layers.index(sq)] = fused
+        by[sq.name] = fused
+        count += 1
+    return count
+
+
+def _match_dft(sq, by):
+    def ew(layer, op, n_inputs, const=None):
+        if not isinstance(layer, Elementwise) or layer.op != op or len(layer.inputs) != n_inputs:
+            return False
+        if const is None:
+            return not layer.has_constant
+        return layer.has_constant and layer.params["c"].size == 1 and float(layer.params["c"].reshape(-1)[0]) == const
+
+    if not ew(sq, "sqrt", 1):
+        return None
+    add = by.get(sq.inputs[0])
+    if not ew(add, "add", 2):
+        return None
+    pows = [by.get(n) for n in add.inputs]
+    if not all(ew(p, "pow", 1, 2.0) or ew(p, "square", 1) for p in pows):
+        return None
+    slices = [by.get(p.inputs[0]) for p in pows]
+    if not all(isinstance(s_, Slice) and s_.axis == 0 and s_.step == 1 for s_ in slices):
+        return None
+    if slices[0].inputs != slices[1].inputs:
+        return None
+    conv = by.get(slices[0].inputs[0])
+    if (not isinstance(conv, Conv1d) or conv.in_channels != 1 or conv.groups != 1 or conv.dilation != 1
+            or any(conv.padding) or conv.bias):
+        return None
+    C, N = conv.out_channels, conv.kernel_size
+    if C % 2 or N & (N - 1):
+        return None
+    K = C // 2
+    if sorted((s_.start, s_.stop) for s_ in slices) != [(0, K), (K, C)] or K > N // 2 + 1:
+        return None
+    W = conv.params["W"].astype(np.float64)[:, 0, :]  # (2K, N)
+    w = W[0]
+    n = np.arange(N)
+    tol = 1e-5 * max(np.abs(w).max(), 1e-30)
+    for k in range(K):
+        ang = 2 * np.pi * k * n / N
+        if np.abs(W[k] - w * np.cos(ang)).max() > tol:
+            return None
+        sin = w * np.sin(ang)
+        if min(np.abs(W[K + k] - sin).max(), np.abs(W[K + k] + sin).max()) > tol:
+            return None
+    return conv, K, np.ascontiguousarray(w.astype(np.float32))
 
 
 # --- hand-written LSTM cells ---------------------------------------------------------------

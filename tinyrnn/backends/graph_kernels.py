@@ -222,3 +222,45 @@ def copy(x, y):
     """y[:] = x over flat arrays (graph state carried to the next step)."""
     for i in range(x.shape[0]):
         y[i] = x[i]
+
+
+# --- spectral magnitude ---------------------------------------------------------------------
+
+
+@njit(**KERNEL)
+def dft_magnitude(x, window, hop, rev, cos_t, sin_t, y, re, im):
+    """x (N, L) -> y (N, bins, frames): |windowed DFT| of each frame by a radix-2 FFT.
+
+    ``rev`` (n_fft,) int64 bit-reversed indices; ``cos_t``/``sin_t`` (n_fft/2,) twiddles
+    cos/sin(2 pi j / n_fft) (computed in float64, stored float32); ``re``/``im`` scratch
+    (n_fft,). The sign of the imaginary part does not reach the magnitude.
+    """
+    N = x.shape[0]
+    n_fft = window.shape[0]
+    bins, frames = y.shape[1], y.shape[2]
+    for n in range(N):
+        for f in range(frames):
+            off = f * hop
+            for i in range(n_fft):
+                j = rev[i]
+                re[i] = x[n, off + j] * window[j]
+                im[i] = np.float32(0.0)
+            size = 2
+            while size <= n_fft:
+                half = size // 2
+                step = n_fft // size
+                for start in range(0, n_fft, size):
+                    for k in range(half):
+                        wr = cos_t[k * step]
+                        wi = sin_t[k * step]
+                        a = start + k
+                        b = a + half
+                        tr = re[b] * wr + im[b] * wi
+                        ti = im[b] * wr - re[b] * wi
+                        re[b] = re[a] - tr
+                        im[b] = im[a] - ti
+                        re[a] += tr
+                        im[a] += ti
+                size *= 2
+            for k in range(bins):
+                y[n, k, f] = np.float32(math.sqrt(re[k] * re[k] + im[k] * im[k]))

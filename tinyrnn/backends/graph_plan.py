@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph_layers import BINARY, UNARY, Concat, Conv1d, Elementwise, Pad, Reduce, Reshape, Slice, pqr
+from ..graph_layers import (
+    BINARY,
+    UNARY,
+    Concat,
+    Conv1d,
+    DftMagnitude,
+    Elementwise,
+    Pad,
+    Reduce,
+    Reshape,
+    Slice,
+    pqr,
+)
 from . import graph_kernels as G
 from .weights import kernel_view
 
@@ -25,6 +37,13 @@ def prepare_graph(layer, in_shapes: list[tuple[int, ...]]) -> dict:
         scale = p.get("W_scale", np.ones(C_out, np.float32))
         geom = np.array([layer.stride, layer.padding[0], layer.dilation, layer.groups, layer.kernel_size], np.int64)
         return {"W": W, "b": b, "scale": scale, "geom": geom}
+    if isinstance(layer, DftMagnitude):
+        n = layer.n_fft
+        bits = n.bit_length() - 1
+        rev = np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)], np.int64)
+        ang = 2 * np.pi * np.arange(n // 2) / n
+        return {"window": p["window"], "rev": rev, "cos": np.cos(ang).astype(np.float32),
+                "sin": np.sin(ang).astype(np.float32)}
     if isinstance(layer, Elementwise):
         out = {"code": UNARY.get(layer.op, BINARY.get(layer.op))}
         if layer.has_constant:
@@ -47,6 +66,11 @@ def graph_calls(layer, prep: dict, xs: list[np.ndarray], y: np.ndarray, in_shape
         patch = np.empty((L_out, (C_in // layer.groups) * layer.kernel_size), np.float32)
         return [(G.conv1d, (x.reshape(N, C_in, L_in), prep["W"], prep["b"], prep["scale"], prep["geom"],
                             y.reshape(N, C_out, L_out), patch))]
+    if isinstance(layer, DftMagnitude):
+        n = layer.n_fft
+        scratch = np.empty(n, np.float32), np.empty(n, np.float32)
+        return [(G.dft_magnitude, (x.reshape(N, s[1]), prep["window"], layer.hop, prep["rev"], prep["cos"],
+                                   prep["sin"], y.reshape(N, *y.shape[2:]), *scratch))]
     if isinstance(layer, Pad):
         P, L, Q = pqr(s, layer.axis)
         return [(G.pad, (x.reshape(N * P, L, Q), layer.before, _PAD_MODES[layer.mode], np.float32(layer.value),
