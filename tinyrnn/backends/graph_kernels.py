@@ -229,27 +229,29 @@ def copy(x, y):
 
 @njit(**KERNEL)
 def dft_magnitude(x, window, hop, rev, cos_t, sin_t, y, re, im):
-    """x (N, L) -> y (N, bins, frames): |windowed DFT| of each frame by a radix-2 FFT.
+    """x (N, L) -> y (N, bins, frames): |windowed DFT| of each frame.
 
-    ``rev`` (n_fft,) int64 bit-reversed indices; ``cos_t``/``sin_t`` (n_fft/2,) twiddles
-    cos/sin(2 pi j / n_fft) (computed in float64, stored float32); ``re``/``im`` scratch
-    (n_fft,). The sign of the imaginary part does not reach the magnitude.
+    A real frame of n_fft samples is packed as n_fft/2 complex values (even samples real,
+    odd imaginary), transformed by a radix-2 FFT of half the size and untangled into the
+    n_fft/2 + 1 bins of the real DFT: half the butterflies of a complex FFT. ``rev``
+    (n_fft/2,) int64 bit-reversed indices; ``cos_t``/``sin_t`` (n_fft/2,) cos/sin(2 pi j /
+    n_fft) (float64 math, stored float32); ``re``/``im`` scratch (n_fft/2,).
     """
     N = x.shape[0]
-    n_fft = window.shape[0]
+    M = window.shape[0] // 2
     bins, frames = y.shape[1], y.shape[2]
     for n in range(N):
         for f in range(frames):
             off = f * hop
-            for i in range(n_fft):
-                j = rev[i]
+            for i in range(M):
+                j = 2 * rev[i]
                 re[i] = x[n, off + j] * window[j]
-                im[i] = np.float32(0.0)
+                im[i] = x[n, off + j + 1] * window[j + 1]
             size = 2
-            while size <= n_fft:
+            while size <= M:
                 half = size // 2
-                step = n_fft // size
-                for start in range(0, n_fft, size):
+                step = 2 * (M // size)  # twiddle exp(-2 pi i k / size) = table[k * step]
+                for start in range(0, M, size):
                     for k in range(half):
                         wr = cos_t[k * step]
                         wi = sin_t[k * step]
@@ -263,4 +265,18 @@ def dft_magnitude(x, window, hop, rev, cos_t, sin_t, y, re, im):
                         im[a] += ti
                 size *= 2
             for k in range(bins):
-                y[n, k, f] = np.float32(math.sqrt(re[k] * re[k] + im[k] * im[k]))
+                p = k % M
+                q = (M - k) % M
+                er = np.float32(0.5) * (re[p] + re[q])  # even samples' DFT at k
+                ei = np.float32(0.5) * (im[p] - im[q])
+                orr = np.float32(0.5) * (im[p] + im[q])  # odd samples' DFT at k
+                oi = np.float32(0.5) * (re[q] - re[p])
+                if k < M:
+                    c = cos_t[k]
+                    sn = sin_t[k]
+                else:  # k = n_fft / 2: the angle is pi
+                    c = np.float32(-1.0)
+                    sn = np.float32(0.0)
+                xr = er + c * orr + sn * oi
+                xi = ei + c * oi - sn * orr
+                y[n, k, f] = np.float32(math.sqrt(xr * xr + xi * xi))

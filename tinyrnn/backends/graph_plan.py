@@ -39,8 +39,9 @@ def prepare_graph(layer, in_shapes: list[tuple[int, ...]]) -> dict:
         return {"W": W, "b": b, "scale": scale, "geom": geom}
     if isinstance(layer, DftMagnitude):
         n = layer.n_fft
-        bits = n.bit_length() - 1
-        rev = np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)], np.int64)
+        M = n // 2  # the kernel runs a complex FFT of half the size
+        bits = M.bit_length() - 1
+        rev = np.array([int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(M)], np.int64)
         ang = 2 * np.pi * np.arange(n // 2) / n
         return {"window": p["window"], "rev": rev, "cos": np.cos(ang).astype(np.float32),
                 "sin": np.sin(ang).astype(np.float32)}
@@ -68,7 +69,7 @@ def graph_calls(layer, prep: dict, xs: list[np.ndarray], y: np.ndarray, in_shape
                             y.reshape(N, C_out, L_out), patch))]
     if isinstance(layer, DftMagnitude):
         n = layer.n_fft
-        scratch = np.empty(n, np.float32), np.empty(n, np.float32)
+        scratch = np.empty(n // 2, np.float32), np.empty(n // 2, np.float32)
         return [(G.dft_magnitude, (x.reshape(N, s[1]), prep["window"], layer.hop, prep["rev"], prep["cos"],
                                    prep["sin"], y.reshape(N, *y.shape[2:]), *scratch))]
     if isinstance(layer, Pad):
