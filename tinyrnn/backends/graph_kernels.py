@@ -5,13 +5,13 @@ on (batch, steps and leading feature axes flattened), the axis itself, and ``Q``
 elements; conv1d sees ``(N, C, L)`` with ``N = B * T``. Shapes are checked and buffers
 sized by ``tinyrnn.backends.cpu`` before any kernel runs: no bounds checks here.
 
-Conv1d gathers each output position's receptive field into a row of ``patch`` (zeros
-where the padding is), then takes dot products of every weight row with four patch rows
-at once, so each weight is loaded once per four outputs (the layer is bound by weight
-traffic for the small lengths of a streaming step)::
+Conv1d gathers the receptive fields of up to ``RB`` output positions (of any streams and
+steps: row r is position l of row n of the batch) into the rows of ``patch`` (zeros where
+the padding is), then takes dot products of every weight row with four patch rows at once,
+so each weight is loaded once per four outputs (the layer is bound by weight traffic)::
 
-    patch[l, ic * K + k] = x[n, g * Cg + ic, l * stride - pad_l + k * dilation]   (0 outside)
-    y[n, oc, l]          = b[oc] + scale[oc] * sum_j W[oc, j] * patch[l, j]
+    patch[r, ic * K + k] = x[n, g * Cg + ic, l * stride - pad_l + k * dilation]   (0 outside)
+    y[n, oc, l]          = b[oc] + scale[oc] * sum_j W[oc, j] * patch[r, j]
 """
 
 from __future__ import annotations
@@ -28,58 +28,72 @@ from .weights import load
 # --- conv1d -----------------------------------------------------------------------------
 
 
+@njit(**HELPER)
+def _put(y, row, L_out, oc, v):
+    n = row // L_out
+    y[n, oc, row - n * L_out] = v
+
+
 @njit(**KERNEL)
 def conv1d(x, W, b, scale, geom, y, patch):
     """x (N, C_in, L_in) -> y (N, C_out, L_out). W (C_out, Cg*K) stored dtype; b, scale
-    (C_out,) float32; geom int64 [stride, pad_l, dilation, groups, K]; patch (L_out, Cg*K)."""
+    (C_out,) float32; geom int64 [stride, pad_l, dilation, groups, K]; patch (RB, Cg*K)
+    scratch. Output positions of all N rows are taken RB at a time, so one pass over the
+    weights serves many streams and steps."""
     stride, pad_l, dil, groups, K = geom[0], geom[1], geom[2], geom[3], geom[4]
     N, C_in, L_in = x.shape
     C_out, L_out = y.shape[1], y.shape[2]
     Cg = C_in // groups
     Og = C_out // groups
     CK = Cg * K
-    for n in range(N):
-        for g in range(groups):
-            for l in range(L_out):
-                base = l * stride - pad_l
+    rows = N * L_out
+    RB = patch.shape[0]
+    for g in range(groups):
+        for r0 in range(0, rows, RB):
+            nr = min(RB, rows - r0)
+            for r in range(nr):
+                n = (r0 + r) // L_out
+                base = (r0 + r - n * L_out) * stride - pad_l
                 for ic in range(Cg):
                     c = g * Cg + ic
                     for k in range(K):
                         pos = base + k * dil
-                        patch[l, ic * K + k] = x[n, c, pos] if 0 <= pos < L_in else np.float32(0.0)
+                        patch[r, ic * K + k] = x[n, c, pos] if 0 <= pos < L_in else np.float32(0.0)
             for oc in range(g * Og, (g + 1) * Og):
-                l = 0
-                while l + 4 <= L_out:
+                sc = scale[oc]
+                bo = b[oc]
+                r = 0
+                while r + 4 <= nr:
                     s0 = np.float32(0.0)
                     s1 = np.float32(0.0)
                     s2 = np.float32(0.0)
                     s3 = np.float32(0.0)
                     for j in range(CK):
                         w = load(W[oc, j])
-                        s0 += w * patch[l, j]
-                        s1 += w * patch[l + 1, j]
-                        s2 += w * patch[l + 2, j]
-                        s3 += w * patch[l + 3, j]
-                    y[n, oc, l] = s0 * scale[oc] + b[oc]
-                    y[n, oc, l + 1] = s1 * scale[oc] + b[oc]
-                    y[n, oc, l + 2] = s2 * scale[oc] + b[oc]
-                    y[n, oc, l + 3] = s3 * scale[oc] + b[oc]
-                    l += 4
-                while l + 2 <= L_out:
+                        s0 += w * patch[r, j]
+                        s1 += w * patch[r + 1, j]
+                        s2 += w * patch[r + 2, j]
+                        s3 += w * patch[r + 3, j]
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
+                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo)
+                    _put(y, r0 + r + 2, L_out, oc, s2 * sc + bo)
+                    _put(y, r0 + r + 3, L_out, oc, s3 * sc + bo)
+                    r += 4
+                while r + 2 <= nr:
                     s0 = np.float32(0.0)
                     s1 = np.float32(0.0)
                     for j in range(CK):
                         w = load(W[oc, j])
-                        s0 += w * patch[l, j]
-                        s1 += w * patch[l + 1, j]
-                    y[n, oc, l] = s0 * scale[oc] + b[oc]
-                    y[n, oc, l + 1] = s1 * scale[oc] + b[oc]
-                    l += 2
-                if l < L_out:
+                        s0 += w * patch[r, j]
+                        s1 += w * patch[r + 1, j]
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
+                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo)
+                    r += 2
+                if r < nr:
                     s0 = np.float32(0.0)
                     for j in range(CK):
-                        s0 += load(W[oc, j]) * patch[l, j]
-                    y[n, oc, l] = s0 * scale[oc] + b[oc]
+                        s0 += load(W[oc, j]) * patch[r, j]
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
 
 
 # --- shape ops --------------------------------------------------------------------------

@@ -64,7 +64,9 @@ def graph_calls(layer, prep: dict, xs: list[np.ndarray], y: np.ndarray, in_shape
     if isinstance(layer, Conv1d):
         C_in, L_in = s
         _, C_out, L_out = y.reshape(N, *y.shape[2:]).shape
-        patch = np.empty((L_out, (C_in // layer.groups) * layer.kernel_size), np.float32)
+        # output positions gathered per pass: enough to share each weight load across streams
+        # and steps, few enough that the patch rows stay in cache
+        patch = np.empty((min(N * L_out, 32), (C_in // layer.groups) * layer.kernel_size), np.float32)
         return [(G.conv1d, (x.reshape(N, C_in, L_in), prep["W"], prep["b"], prep["scale"], prep["geom"],
                             y.reshape(N, C_out, L_out), patch))]
     if isinstance(layer, DftMagnitude):
