@@ -7,7 +7,7 @@ For each variant of the silero-vad wheel: onnxruntime called once per chunk with
 chunk, tinyrnn ``Stream.process`` over 100 chunks (time per chunk), and both batched over 8
 streams (time per chunk per stream). The ratio column is tinyrnn / onnxruntime. Prints a Markdown table.
 
-The runtimes are timed in interleaved rounds (``paired``): best round and median round.
+The runtimes are timed in interleaved rounds of CPU time (``paired``): median and best round.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ def paired(fns: dict, rounds: int = 15, min_time: float = 0.05) -> dict:
 
     On a shared machine the load drifts within seconds, so runtimes timed one after the
     other see different machines. Here every round times each function once (a loop of
-    ~``min_time``), back to back; per function we keep the best round (least disturbed)
-    and the median round. Returns ``{name: (best, median)}``.
+    ~``min_time``), back to back. The clock is the process's CPU time (both runtimes run
+    on the calling thread only): time spent descheduled by other jobs does not count,
+    which wall time on an oversubscribed machine cannot separate. Per function: the median
+    round and the best round. Returns ``{name: (median, best)}``.
     """
     counts = {}
     for name, fn in fns.items():
@@ -35,20 +37,20 @@ def paired(fns: dict, rounds: int = 15, min_time: float = 0.05) -> dict:
         n, t = 1, 0.0
         while t < min_time / 4:
             n *= 2
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(n):
                 fn()
-            t = time.perf_counter() - t0
+            t = time.process_time() - t0
         counts[name] = max(1, int(n * min_time / t))
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             n = counts[name]
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(n):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / n)
-    return {name: (min(v), float(np.median(v))) for name, v in samples.items()}
+            samples[name].append((time.process_time() - t0) / n)
+    return {name: (float(np.median(v)), min(v)) for name, v in samples.items()}
 
 VARIANTS = {
     "silero_vad.onnx": {"sr": 16000},
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
     chunks = (0.1 * rng.normal(size=(100, 576))).astype(np.float32)
     print(f"# Silero VAD, one 576-sample chunk per step ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores visible, one thread each)\n")
-    print("Best of 15 interleaved rounds (median ratio in brackets).\n")
+    print("CPU time per call, median of 15 interleaved rounds (ratio of the best rounds in brackets).\n")
     print(f"| variant | onnxruntime step | tinyrnn step | ratio | tinyrnn process (per chunk) | ratio | "
           f"onnxruntime B={args.batch} (per stream) | tinyrnn B={args.batch} step (per stream) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
