@@ -100,3 +100,60 @@ def test_graph_state_is_validated():
         Model([layer], InputSpec.features(4), output="next", states={"in/put": {"shape": [4], "next": "next"}})
     with pytest.raises(ModelFormatError, match="'shape'"):
         Model([layer], InputSpec.features(4), output="next", states={"acc": {"shape": [], "next": "next"}})
+
+
+def stft_graph(basis, hop):
+    """x (B, L) -> |conv(x, basis)| as Silero writes it, plus a trivial state so it is a step graph."""
+    C, _, N = basis.shape
+    K = C // 2
+    i64 = lambda *v: numpy_helper.from_array(np.array(v, np.int64))  # noqa: E731
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "one"], ["x3"]),
+        helper.make_node("Conv", ["x3", "basis"], ["spec"], kernel_shape=[N], strides=[hop], pads=[0, 0]),
+        helper.make_node("Slice", ["spec", "s0", "sK", "one"], ["re"]),
+        helper.make_node("Slice", ["spec", "sK", "sC", "one"], ["im"]),
+        helper.make_node("Pow", ["re", "two"], ["re2"]),
+        helper.make_node("Pow", ["im", "two"], ["im2"]),
+        helper.make_node("Add", ["re2", "im2"], ["p"]),
+        helper.make_node("Sqrt", ["p"], ["mag"]),
+        helper.make_node("Flatten", ["mag"], ["flat"], axis=1),
+        helper.make_node("ReduceSum", ["flat", "one"], ["total"], keepdims=1),
+        helper.make_node("Add", ["st", "total"], ["stN"]),
+    ]
+    inits = [numpy_helper.from_array(basis, "basis"), numpy_helper.from_array(np.array(2.0, np.float32), "two")]
+    for name, v in (("one", 1), ("s0", 0), ("sK", K), ("sC", C)):
+        t = i64(v)
+        t.name = name
+        inits.append(t)
+    g = helper.make_graph(
+        nodes, "stft",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64]),
+         helper.make_tensor_value_info("st", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["batch", K * ((64 - N) // hop + 1)]),
+         helper.make_tensor_value_info("stN", TensorProto.FLOAT, ["batch", 1])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("dft", [True, False])
+def test_stft_front_end_fuses_only_a_real_dft_basis(rng, dft):
+    N, hop = 16, 8
+    n = np.arange(N)
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * n / N)).astype(np.float64)
+    K = N // 2 + 1
+    k = np.arange(K)[:, None]
+    basis = np.concatenate([window * np.cos(2 * np.pi * k * n / N), -window * np.sin(2 * np.pi * k * n / N)])
+    if not dft:
+        basis = basis + rng.normal(0, 0.01, basis.shape)  # close to a DFT, but not one
+    basis = basis[:, None, :].astype(np.float32)
+    proto = stft_graph(basis, hop)
+    model = from_onnx(proto)
+    types = [l.type for l in model.layers]
+    assert ("dft_magnitude" in types) == dft and ("conv1d" in types) != dft
+    X = rng.normal(0, 1, (2, 5, 64)).astype(np.float32)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    st = np.zeros((2, 1), np.float32)
+    want = []
+    for t in range(5):
+        y, st = sess.run(None, {"x": X[:, t], "st": st})
+        want.append(y)
+    np.testing.assert_allclose(model.stream(batch=2).process(X), np.stack(want, 1), rtol=1e-5, atol=1e-5)
