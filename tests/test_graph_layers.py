@@ -129,12 +129,11 @@ def test_unary_matches_onnxruntime(rng, op):
 @pytest.mark.parametrize("form", ["two_inputs", "scalar", "row", "scalar_first"])
 def test_binary_matches_onnxruntime(rng, op, form):
     x = rng.uniform(0.5, 2, (2, 3, 4, 5)).astype(np.float32)
-    x2 = rng.uniform(0.5, 2, (2, 3, 4, 5)).astype(np.float32)
     if form == "two_inputs":
-        ref = ort_run([helper.make_node(BINARY_ONNX[op], ["x", "x2"], ["y"])], {"x": flat(x), "x2": flat(x2)}, {})
-        layers = [Reshape("x2", ["input"], (4, 5)), Elementwise("e", ["input", "x2"], {}, op)]
-        # the second operand is the first one viewed again: compare with that
-        ref = ort_run([helper.make_node(BINARY_ONNX[op], ["x", "x"], ["y"])], {"x": flat(x)}, {})
+        # a model has one input, so the second operand is computed from it: x and 1/x
+        layers = [Elementwise("inv", ["input"], {}, "reciprocal"), Elementwise("e", ["input", "inv"], {}, op)]
+        nodes = [helper.make_node("Reciprocal", ["x"], ["inv"]), helper.make_node(BINARY_ONNX[op], ["x", "inv"], ["y"])]
+        ref = ort_run(nodes, {"x": flat(x)}, {})
         y = tiny_run(layers, (4, 5), x)
     else:
         c = (np.array(2.0, np.float32) if form != "row" else rng.uniform(0.5, 2, (5,)).astype(np.float32))

@@ -31,7 +31,6 @@ import math
 
 import numpy as np
 
-from .errors import ModelFormatError
 from .layers import (
     Layer,
     _fail,
@@ -374,8 +373,7 @@ class Reduce(Layer):
 
 GRAPH_LAYER_TYPES = {cls.type: cls for cls in (Conv1d, Pad, Reshape, Slice, Concat, Elementwise, Reduce)}
 
-__all__ = ["Concat", "Conv1d", "Elementwise", "GRAPH_LAYER_TYPES", "Pad", "Reduce", "Reshape", "Slice",
-           "ModelFormatError"]
+__all__ = ["Concat", "Conv1d", "Elementwise", "GRAPH_LAYER_TYPES", "Pad", "Reduce", "Reshape", "Slice"]
 
 
 # --- spectral magnitude ---------------------------------------------------------------------
