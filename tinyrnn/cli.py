@@ -145,62 +145,87 @@ def _add_quantize(sub) -> None:
 
 
 def _parse_constant(text: str):
-    """``NAME=VALUE`` -> (name, int | float | list) for ``from_onnx(constants=...)``."""
+    """``NAME=VALUE`` -> (name, value); VALUE is JSON (a number or a list), else a string."""
     import json
 
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, found {text!r}")
+        raise InputError(f"--constant must be NAME=VALUE, found {text!r}")
     try:
-        v = json.loads(value)
+        return name, json.loads(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{name}: value {value!r} is not a number or a JSON list") from None
-    if isinstance(v, bool) or not isinstance(v, (int, float, list)):
-        raise argparse.ArgumentTypeError(f"{name}: value {value!r} is not a number or a JSON list")
-    return name, v
+        return name, value
 
 
 def _convert(args) -> int:
-    import time
-
-    from .errors import UnsupportedModelError
+    def stage(msg):
+        print(msg, file=sys.stderr, flush=True)
 
     try:
-        import tinyrnn_converters
-    except ImportError as e:
-        raise UnsupportedModelError(f"converting needs the converters (pip install 'tinyrnn[onnx]'): {e}") from None
-    constants = dict(args.constant or [])
-    t0 = time.perf_counter()
+        import tinyrnn_converters  # noqa: F401
+    except ImportError:  # pragma: no cover - the package ships with tinyrnn
+        raise InputError("tinyrnn convert needs tinyrnn_converters (pip install 'tinyrnn[onnx,torch]')") from None
     src = args.input
-    if src.lower().endswith(".onnx"):
-        print(f"reading {src} (constants: {constants or 'none'})", flush=True)
-        model = tinyrnn_converters.from_onnx(src, constants=constants or None)
-    elif src.lower().endswith((".pt", ".pth")):
+    if not os.path.isfile(src):
+        from .errors import ModelNotFoundError
+
+        raise ModelNotFoundError(f"cannot open {src!r}: no such file")
+    ext = os.path.splitext(src)[1].lower()
+    constants = dict(_parse_constant(c) for c in args.constant or [])
+    torch_flags = {"rnn_nonlinearity": args.rnn_nonlinearity, "head_activation": args.head_activation,
+                   "head_order": args.head_order.split(",") if args.head_order else None}
+    if ext == ".onnx":
+        if any(v is not None for v in torch_flags.values()):
+            raise InputError("--rnn-nonlinearity, --head-order and --head-activation apply to .pt checkpoints only")
+        stage(f"[1/3] reading ONNX model {src}")
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise InputError("converting ONNX needs the onnx package (pip install 'tinyrnn[onnx]')") from None
+        from tinyrnn_converters import from_onnx
+
+        model = from_onnx(src, constants=constants or None)
+    elif ext in (".pt", ".pth", ".bin", ".ckpt"):
         if constants:
             raise InputError("--constant applies to ONNX models only")
-        print(f"reading {src}", flush=True)
-        model = tinyrnn_converters.load_checkpoint(src)
+        stage(f"[1/3] reading PyTorch state_dict {src} (weights_only=True)")
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise InputError("converting a checkpoint needs torch (pip install 'tinyrnn[torch]')") from None
+        from tinyrnn_converters import load_checkpoint
+
+        model = load_checkpoint(src, **torch_flags)
     else:
-        raise InputError(f"{src!r}: expected an .onnx file or a PyTorch checkpoint (.pt/.pth)")
-    print(f"converted in {time.perf_counter() - t0:.1f} s", flush=True)
+        raise InputError(f"convert reads .onnx models and .pt state_dicts, found {src!r}")
+    model.metadata["source"] = os.path.basename(src)
+    stage(f"[2/3] converted: {len(model.layers)} layers")
     if args.quantize:
+        stage(f"      quantizing to {args.quantize}")
         model = model.quantize(args.quantize)
-        print(f"quantized to {args.quantize}", flush=True)
+    stage(f"[3/3] writing {args.output}")
     model.save(args.output)
     print(model)
-    print(f"wrote {args.output}: {len(model.layers)} layers, {model.num_params():,} parameters, "
+    print(f"{src} -> {args.output}: {len(model.layers)} layers, {model.num_params():,} parameters, "
           f"{os.path.getsize(args.output):,} bytes")
     return 0
 
 
 def _add_convert(sub) -> None:
-    p = sub.add_parser("convert", help="convert an ONNX model or a PyTorch checkpoint into a .trnn file")
-    p.add_argument("input", help="model.onnx, or a state_dict saved with torch.save (.pt)")
-    p.add_argument("--output", "-o", required=True, help="the .trnn file to write")
-    p.add_argument("--constant", action="append", type=_parse_constant, metavar="NAME=VALUE",
-                   help="bind an ONNX graph input to a value so what it decides folds away "
-                        "(repeatable), e.g. --constant sr=16000")
-    p.add_argument("--quantize", choices=["int8", "fp16"], help="store the weights quantized")
+    from . import spec
+
+    p = sub.add_parser("convert", help="convert an ONNX model or a PyTorch state_dict into a .trnn file",
+                       description="Convert IN (.onnx, or a .pt state_dict read with weights_only=True) into a "
+                                   ".trnn model, optionally quantized.")
+    p.add_argument("input", help="the model to convert (.onnx or .pt)")
+    p.add_argument("--output", "-o", required=True, help="where to write the .trnn file")
+    p.add_argument("--quantize", choices=sorted(spec.QUANT_SCHEMES), help="store the weights as int8 or fp16")
+    p.add_argument("--constant", action="append", metavar="NAME=VALUE",
+                   help="bind an ONNX input to a constant (repeatable), e.g. --constant sr=16000")
+    p.add_argument("--rnn-nonlinearity", choices=["tanh", "relu"],
+                   help="(.pt) the nonlinearity of an nn.RNN, which a state_dict does not record")
+    p.add_argument("--head-order", help="(.pt) comma-separated prefixes of the linear heads, in the order they apply")
+    p.add_argument("--head-activation", help="(.pt) activation between linear heads (relu, tanh, ..., or none)")
     p.set_defaults(func=_convert)
 
 

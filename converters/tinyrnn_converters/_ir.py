@@ -179,7 +179,8 @@ class LengthsIn:
 
 @dataclass
 class Fill:
-    """A tensor of one constant value whose shape holds B or T (``ConstantOfShape``)."""
+    """A tensor of one constant value whose shape holds B or T (``ConstantOfShape``);
+    ``shape`` is None once a layout op has changed it (it is not tracked further)."""
 
     value: float
     shape: list

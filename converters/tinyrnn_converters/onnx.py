@@ -182,14 +182,28 @@ class Importer:
     # --- the walk ---------------------------------------------------------------------
     def run(self) -> Model:
         data = self._bind_inputs()
+        live = self._live_nodes()
         for node in self.graph.node:
-            self._convert(node)
+            if tuple(node.output) in live:
+                self._convert(node)
         if self.problems:
             lines = [f"  {msg} (node {where})" for msg, where in self.problems.items()]
             ops = sorted({m.split(":")[0] for m in self.problems})
             raise UnsupportedModelError(f"{self.where}: {len(self.problems)} unsupported construct(s) "
                                         f"in ops {', '.join(ops)}:\n" + "\n".join(lines))
         return self._finish(data)
+
+    def _live_nodes(self) -> set:
+        """Output tuples (node keys) of the nodes some graph output depends on (dead ones are not converted)."""
+        producer = {o: n for n in self.graph.node for o in n.output if o}
+        live, todo = set(), [o.name for o in self.graph.output]
+        while todo:
+            n = producer.get(todo.pop())
+            if n is None or tuple(n.output) in live:
+                continue
+            live.add(tuple(n.output))
+            todo.extend(i for i in n.input if i)
+        return live
 
     def _bind_inputs(self) -> str:
         roles = classify_inputs(self.graph, set(self.env))
@@ -206,6 +220,11 @@ class Importer:
                 f"{self.where}: tinyrnn models read one input; this graph reads {data or 'none'} "
                 f"(bind the others with constants=)")
         name = data[0]
+        extra = [n for n, r in roles.items() if r == "other" and n != name]
+        if extra:
+            raise UnsupportedModelError(f"{self.where}: tinyrnn models read one input ({name!r}); bind the other "
+                                        f"inputs {extra} with constants={{name: value}} (tinyrnn convert "
+                                        f"--constant NAME=VALUE)")
         for n, r in roles.items():
             if r == "state":
                 self.env[n] = StateIn(n)
@@ -236,6 +255,9 @@ class Importer:
         if missing:
             raise UnsupportedModelError(f"{self.where}: node {node.name!r} reads {missing}, which no node makes")
         if any(isinstance(v, Poison) for v in vals):
+            if node.op_type not in HANDLERS and node.op_type != "Constant":
+                # still named, so one error lists every op the graph needs
+                self.problems.setdefault(f"{node.op_type}: no converter for this op", node.name or node.output[0])
             self._set(node, [Poison("upstream")] * len(node.output), vals)
             return
         try:
@@ -347,6 +369,13 @@ class Importer:
                               for n, v in state_out if all(p[0] in need for p in v.parts)],
             "lengths": sorted(self.lengths)[0] if self.lengths else None,
         }
+        # an input that starts exactly the states an output returns: the pair a step-by-step
+        # caller would feed back, and what the stream now carries itself
+        ins: dict = {}
+        for rec in onnx_meta["state_inputs"]:
+            ins.setdefault(rec["input"], set()).add((rec["layer"], rec["kind"]))
+        onnx_meta["state_pairs"] = [[i, o["output"]] for o in onnx_meta["state_outputs"] for i, parts in ins.items()
+                                    if parts == {(p[0], p[1]) for p in o["parts"]}]
         from . import __version__
 
         return {"source": self.where, "converter": f"tinyrnn_converters {__version__} (onnx)",

@@ -154,7 +154,7 @@ def fold_node(node, vals: list, opset: int) -> list:
     if out is not None:
         return out
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
     ins, feeds = [], {}
@@ -180,6 +180,4 @@ def fold_node(node, vals: list, opset: int) -> list:
         raise UnsupportedModelError(f"{node.op_type}: cannot evaluate on constant inputs ({type(e).__name__}: "
                                     f"{e})") from None
     it = iter(res)
-    result = [np.asarray(next(it)) if o else None for o in outs]
-    del numpy_helper
-    return result
+    return [np.asarray(next(it)) if o else None for o in outs]

@@ -25,12 +25,10 @@ once in an ``UnsupportedModelError``. Attributes that moved to inputs across ops
 
 from __future__ import annotations
 
-from math import prod
-
 import numpy as np
 
 from tinyrnn import spec
-from tinyrnn.layers import Activation, Dense, Embedding, Recurrent, Softmax
+from tinyrnn.layers import Activation, Embedding, Recurrent, Softmax
 
 from ._ir import Dim, Dyn, Fill, LengthsIn, StateIn, StateRef, Sym
 
@@ -268,7 +266,8 @@ def _cast(ctx, node, vals, a):
         raise Unsupported("casting a run-time shape to floats")
     if isinstance(x, Dyn):
         if (kind == "f") != (x.dtype == "float"):
-            raise Unsupported(f"casting a {x.dtype} runtime tensor to {np.dtype(onnx.helper.tensor_dtype_to_np_dtype(to))}")
+            target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(to))
+            raise Unsupported(f"casting a {x.dtype} runtime tensor to {target}")
         return [x]
     return [x]
 
@@ -298,7 +297,7 @@ def _size(ctx, node, vals, a):
 def _transpose(ctx, node, vals, a):
     x = vals[0]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if not isinstance(x, Dyn):
         raise Unsupported(f"Transpose of a {_kind(x)}")
     perm = a.get("perm", list(range(x.rank))[::-1])
@@ -316,7 +315,7 @@ def _squeeze(ctx, node, vals, a):
             return [Sym.simplify(x.dims, scalar=True)]
         raise Unsupported(f"Squeeze of a shape vector of length {len(x.dims)}")
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if isinstance(x, StateIn) and x.squeezed is False and axes in ([0], [-3]) and x.layout == 0:
         return [StateIn(x.name, x.start, x.stop, x.layout, squeezed=True)]
     if not isinstance(x, Dyn):
@@ -343,7 +342,7 @@ def _unsqueeze(ctx, node, vals, a):
             return [Sym.simplify(x.dims)]
         raise Unsupported(f"Unsqueeze of a shape vector on axes {axes}")
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if isinstance(x, StateIn) and x.squeezed and axes in ([0],):
         return [StateIn(x.name, x.start, x.stop, x.layout, squeezed=False)]
     if not isinstance(x, Dyn):
@@ -360,7 +359,7 @@ def _unsqueeze(ctx, node, vals, a):
 def _reshape(ctx, node, vals, a):
     x, shape = vals[0], vals[1]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if not isinstance(x, Dyn):
         raise Unsupported(f"Reshape of a {_kind(x)}")
     return [_reshape_dyn(ctx, x, _dims(shape), a.get("allowzero", 0))]
@@ -434,7 +433,7 @@ def _slice(ctx, node, vals, a):
             raise Unsupported(f"Slice of a shape vector on axes {axes}")
         return [Sym.simplify(x.dims[slice(starts[0], ends[0] if ends[0] < INT_MAX else None, steps[0])])]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     if isinstance(x, StateIn) and axes in ([0],) and steps == [1] and not x.squeezed:
         n = (x.stop - x.start) if x.stop is not None else None
         lo = starts[0] if starts[0] >= 0 or n is None else n + starts[0]
@@ -503,7 +502,7 @@ def _expand(ctx, node, vals, a):
     if isinstance(x, np.ndarray) and np.all(x == x.reshape(-1)[0]):
         return [Fill(float(x.reshape(-1)[0]), _dims(vals[1]))]
     if isinstance(x, Fill):
-        return [x]
+        return [Fill(x.value, None)]  # the shape is not tracked through layout ops
     raise Unsupported(f"Expand of a {_kind(x)}")
 
 
@@ -620,6 +619,8 @@ def _softmax(ctx, node, vals, a):
 # --- recurrent layers -------------------------------------------------------------------
 
 _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
+_TAKES_ALPHA = {"affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu"}
+_TAKES_BETA = {"affine", "scaledtanh", "hardsigmoid"}
 
 
 def recurrent_config(op: str, a: dict, D: int) -> dict:
@@ -628,12 +629,17 @@ def recurrent_config(op: str, a: dict, D: int) -> dict:
     cfg = {}
     acts = a.get("activations")
     if acts:
-        alphas, betas = a.get("activation_alpha") or [], a.get("activation_beta") or []
+        # activation_alpha/beta are consumed in order by the activations that take them
+        # (onnxruntime's reading; onnx.reference's RNN indexes them by position instead)
+        alphas, betas = list(a.get("activation_alpha") or []), list(a.get("activation_beta") or [])
         out = []
-        for i, name in enumerate(acts):
-            if name.lower() not in spec.CELL_ACTIVATIONS:
+        for name in acts:
+            fn = name.lower()
+            if fn not in spec.CELL_ACTIVATIONS:
                 raise Unsupported(f"activation {name!r} (ONNX lists {list(spec.CELL_ACTIVATIONS)})")
-            out.append([name.lower(), alphas[i] if i < len(alphas) else None, betas[i] if i < len(betas) else None])
+            alpha = alphas.pop(0) if fn in _TAKES_ALPHA and alphas else None
+            beta = betas.pop(0) if fn in _TAKES_BETA and betas else None
+            out.append([fn, alpha, beta])
         n = spec.CELL_ACTIVATION_COUNT[cell]
         if len(out) not in (n, n * D):
             raise Unsupported(f"{len(out)} activations for a {D}-direction {op} (expected {n * D})")
@@ -687,6 +693,8 @@ def _recurrent(ctx, node, vals, a):
     if x.rank != 3:
         raise Unsupported(f"{op} X must have rank 3, found rank {x.rank}")
     t_ax, b_ax = (x.axes[0], x.axes[1]) if layout == 0 else (x.axes[1], x.axes[0])
+    # size-1 feature factors a Reshape merged into the time or batch axis change nothing
+    t_ax, b_ax = (tuple(at for at in ax if not (isinstance(at, int) and x.feat[at] == 1)) for ax in (t_ax, b_ax))
     for ax, role in ((t_ax, "T"), (b_ax, "B")):
         if len(ax) != 1 or isinstance(ax[0], int):
             raise Unsupported(f"{op} X axis for {'time' if role == 'T' else 'batch'} holds "
@@ -702,6 +710,16 @@ def _recurrent(ctx, node, vals, a):
         v = vals[slot]
         if v is None or (kind == "c" and cell != "lstm"):
             continue
+        # a zero state of the wrong size means the graph contradicts itself (onnxruntime
+        # refuses it too); the dynamo exporter writes such LSTMs for proj_size
+        shape = v.shape if isinstance(v, np.ndarray) else [d.coef if d.concrete else None for d in v.shape] \
+            if isinstance(v, Fill) and v.shape is not None else None
+        if shape is not None and len(shape) == 3:
+            want = {0: D, 2: H} if layout == 0 else {1: D, 2: H}
+            bad = {i: n for i, n in want.items() if shape[i] is not None and shape[i] != n}
+            if bad:
+                raise Unsupported(f"{op} initial_{kind} has shape {list(shape)}, which does not fit {D} "
+                                  f"direction(s) of hidden size {H} (layout {layout}); the graph contradicts itself")
         if isinstance(v, StateIn):
             ctx.state_in.append({"input": v.name, "start": v.start, "stop": v.stop, "layout": layout,
                                  "layer": name, "kind": kind, "D": D})

@@ -6,12 +6,17 @@
   GRU r,z,n) to ONNX's (LSTM i,o,f,c; GRU z,r,h); PyTorch's GRU is ONNX's
   ``linear_before_reset=1``. An ``nn.Sequential`` of supported modules converts the same
   way, module by module.
-* Any other module (a class with its own ``forward``) is traced: PyTorch's TorchScript
-  ONNX exporter records the real dataflow on ``example_input`` (made up from the first
-  module the input reaches when not given), with batch and time marked dynamic, and
-  ``from_onnx`` imports the trace. Whatever the trace holds that tinyrnn cannot run is an
-  ``UnsupportedModelError`` naming the op. The converted model is then run on the example
-  and compared with PyTorch (max abs difference <= 1e-3, else ``UnsupportedModelError``).
+* Any other module (a class with its own ``forward``) is traced, so the real dataflow
+  decides, not the order modules were registered in. First with ``torch.fx``: supported
+  leaf modules (embedding, recurrent, linear, activations, softmax, dropout), elementwise
+  functions and methods, scalar arithmetic, ``getitem`` on a recurrent output and
+  batch/time transposes map to layers one by one. What fx cannot trace or map goes to
+  PyTorch's TorchScript ONNX exporter instead (on ``example_input``, made up from the first
+  module the input reaches when not given; batch and time marked dynamic), and
+  ``from_onnx`` imports that trace; that result is checked against PyTorch on the example
+  (max abs difference <= 1e-3). Whatever neither trace can map is an
+  ``UnsupportedModelError`` naming the op. A ``forward(x, h0, ...)`` that takes state is
+  traced with ``example_input=(x, h0, ...)``; its state inputs become the stream's state.
 * ``load_checkpoint(path)`` reads a ``state_dict`` saved with ``torch.save`` using
   ``weights_only=True`` (nothing but tensors is ever unpickled) and infers the layers from
   key names and shapes; what a state_dict cannot tell (an RNN's nonlinearity, the order
@@ -155,7 +160,8 @@ def from_torch(module, example_input=None) -> Model:
     or any ``nn.Module`` whose forward runs embedding -> recurrent layers -> linear heads
     with elementwise activations and softmax. ``example_input``: a tensor the module
     accepts (needed only when it cannot be made up from the first module the input
-    reaches). The result reads batch-first input ``(B, T, F)`` / ``(B, T)`` token ids.
+    reaches), or a tuple ``(x, h0, ...)`` for a forward that takes state. The result reads
+    batch-first input ``(B, T, F)`` / ``(B, T)`` token ids.
 
     Raises ``UnsupportedModelError`` naming what cannot be converted.
     """
@@ -180,7 +186,234 @@ def from_torch(module, example_input=None) -> Model:
             return Model(layers, _input_spec(layers[0]), metadata=_meta(module, "sequential"))
         if bad and example_input is None:
             raise UnsupportedModelError(f"modules tinyrnn cannot run: {', '.join(bad)}")
-    return _from_trace(module, example_input)
+    try:
+        return _from_fx(module)
+    except _FxUnsupported as fx_error:
+        try:
+            return _from_trace(module, example_input)
+        except UnsupportedModelError as onnx_error:
+            raise UnsupportedModelError(f"{type(module).__name__}: {fx_error} (torch.fx trace); the ONNX trace "
+                                        f"fails too: {onnx_error}") from None
+
+
+# --- torch.fx: follow forward() op by op ------------------------------------------------------
+
+
+class _FxUnsupported(Exception):
+    """Something the fx path cannot map (the ONNX trace gets a try next)."""
+
+
+def _from_fx(module) -> Model:
+    """Convert by symbolic tracing with ``torch.fx``: supported leaf modules, elementwise
+    functions and methods, ``getitem`` on recurrent outputs, batch/time transposes."""
+    import operator
+
+    import torch
+    import torch.fx
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from ._ir import Builder, Dyn
+
+    try:
+        gm = torch.fx.symbolic_trace(module)
+    except Exception as e:
+        raise _FxUnsupported(f"symbolic tracing failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+            from None
+    b = Builder()
+    env: dict = {}
+    layers: list = []
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise _FxUnsupported(f"forward takes {len(placeholders)} inputs; tinyrnn models read one")
+    fns = {torch.relu: "relu", F.relu: "relu", torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
+           F.sigmoid: "sigmoid", F.gelu: "gelu", F.silu: "silu", F.softsign: "softsign", torch.exp: "exp",
+           torch.abs: "abs", torch.neg: "neg", operator.neg: "neg", torch.sqrt: "sqrt", torch.log: "log",
+           F.elu: "elu", F.leaky_relu: "leakyrelu", F.softplus: "softplus"}
+    methods = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "exp": "exp", "abs": "abs", "neg": "neg",
+               "sqrt": "sqrt", "log": "log"}
+    softmaxes = {torch.softmax: False, F.softmax: False, torch.log_softmax: True, F.log_softmax: True}
+
+    def add(layer, src):
+        layer.inputs = [src]
+        layers.append(layer)
+        b.add(layer)
+        return layer.name
+
+    def dyn(v, node):
+        if not isinstance(v, Dyn):
+            raise _FxUnsupported(f"{node.format_node()}: expected a tensor computed from the input")
+        return v
+
+    def feature_last(v, node):
+        if not v.feature_last() or v.dtype != "float":
+            raise _FxUnsupported(f"{node.format_node()}: needs features in the last axis")
+        return v.src
+
+    def act(v, fn, node, alpha=None):
+        from tinyrnn.layers import Activation
+
+        v = dyn(v, node)
+        return Dyn(add(Activation(b.unique(str(node.name)), None, fn, alpha), v.src), v.axes, v.feat)
+
+    def softmax(v, dim, log, node):
+        v = dyn(v, node)
+        if dim is None or dim % v.rank != v.rank - 1:
+            raise _FxUnsupported(f"{node.format_node()}: softmax over dim {dim}, not the last")
+        return Dyn(add(Softmax(b.unique(str(node.name)), None, log=log), feature_last(v, node)), v.axes, v.feat)
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = "input"  # typed by the first module that reads it
+        elif node.op == "get_attr":
+            raise _FxUnsupported(f"{node.format_node()}: reads a tensor attribute")
+        elif node.op == "call_module":
+            mod = gm.get_submodule(node.target)
+            x = env[node.args[0]] if node.args else None
+            if x == "input":
+                x = _typed_input(mod, node)
+                env["__input__"] = x
+            x = dyn(x, node)
+            name = b.unique(str(node.target))
+            if len(node.args) != 1 or node.kwargs:
+                raise _FxUnsupported(f"{node.format_node()}: called with more than the input (initial state?)")
+            if isinstance(mod, (nn.LSTM, nn.GRU, nn.RNN)):
+                ax = (0, 1) if mod.batch_first else (1, 0)
+                for i, role in zip(ax, ("B", "T")):
+                    if len(x.axes[i]) != 1 or isinstance(x.axes[i][0], int):
+                        raise _FxUnsupported(f"{node.format_node()}: input axis {i} is not the {role} axis")
+                    b.bind(x.axes[i][0], role, str(node.target))
+                src = feature_last(x, node)
+                got = recurrent_layers({k: _np(v) for k, v in mod.named_parameters()},
+                                       {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}[type(mod)], mod.num_layers,
+                                       mod.bidirectional, name, getattr(mod, "nonlinearity", "tanh"), src)
+                for layer in got:
+                    layers.append(layer)
+                    b.add(layer)
+                width = got[-1].num_directions * got[-1].recurrent_size
+                env[node] = ("rnn", Dyn(got[-1].name, [*x.axes[:-1], (0,)], (width,)))
+                continue
+            got = _module_layers(mod, name)
+            if got is None:
+                raise _FxUnsupported(f"module {node.target} ({type(mod).__name__}) is not supported")
+            if not got:  # Dropout, Identity
+                env[node] = x
+                continue
+            layer = got[0]
+            if isinstance(layer, Embedding):
+                if x.dtype != "int":
+                    raise _FxUnsupported(f"{node.format_node()}: an embedding reads token ids")
+                env[node] = Dyn(add(layer, x.src), [*x.axes, (0,)], (layer.dim,))
+            elif isinstance(layer, Dense):
+                env[node] = Dyn(add(layer, feature_last(x, node)), [*x.axes[:-1], (0,)], (layer.out_features,))
+            elif isinstance(layer, Softmax):
+                env[node] = softmax(x, mod.dim, layer.log, node)
+            else:
+                env[node] = Dyn(add(layer, x.src), x.axes, x.feat)
+        elif node.op == "call_function" and node.target is operator.getitem:
+            base, idx = env[node.args[0]], node.args[1]
+            if isinstance(base, tuple) and base[0] == "rnn" and idx == 0:
+                env[node] = base[1]
+            elif isinstance(base, tuple) and base[0] == "rnn":
+                env[node] = ("state", None)  # used only if it reaches the output (then refused)
+            else:
+                raise _FxUnsupported(f"{node.format_node()}: indexing a tensor")
+        elif node.op == "call_function" and node.target in fns:
+            alpha = node.kwargs.get("negative_slope", node.kwargs.get("alpha"))
+            env[node] = act(env[node.args[0]], fns[node.target], node, alpha)
+        elif node.op == "call_function" and node.target in softmaxes:
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            env[node] = softmax(env[node.args[0]], dim, softmaxes[node.target], node)
+        elif node.op == "call_method" and node.target in methods and len(node.args) == 1:
+            env[node] = act(env[node.args[0]], methods[node.target], node)
+        elif node.op == "call_method" and node.target in ("softmax", "log_softmax"):
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            env[node] = softmax(env[node.args[0]], dim, node.target == "log_softmax", node)
+        elif node.op == "call_method" and node.target == "contiguous":
+            env[node] = env[node.args[0]]
+        elif (node.op == "call_method" and node.target in ("transpose", "permute")) or \
+                (node.op == "call_function" and node.target in (torch.transpose, torch.permute)):
+            v = dyn(env[node.args[0]], node)
+            args = list(node.args[1:])
+            if node.target in ("transpose", torch.transpose):
+                i, j = (d % v.rank for d in args)
+                perm = list(range(v.rank))
+                perm[i], perm[j] = perm[j], perm[i]
+            else:
+                perm = [d % v.rank for d in (args[0] if len(args) == 1 and isinstance(args[0], (list, tuple))
+                                             else args)]
+            env[node] = v.with_axes([v.axes[p] for p in perm])
+        elif node.op == "call_function" and node.target in (operator.mul, operator.add, operator.sub,
+                                                            operator.truediv, torch.mul, torch.add):
+            if len(node.args) != 2 or node.kwargs:
+                raise _FxUnsupported(f"{node.format_node()}: arithmetic with extra arguments")
+            a0, a1 = (env[a] if isinstance(a, torch.fx.Node) else a for a in node.args)
+            if isinstance(a0, Dyn) and isinstance(a1, (int, float)):
+                x, c, first = a0, float(a1), True
+            elif isinstance(a1, Dyn) and isinstance(a0, (int, float)):
+                x, c, first = a1, float(a0), False
+            else:
+                raise _FxUnsupported(f"{node.format_node()}: arithmetic between tensors")
+            op = {operator.mul: "mul", torch.mul: "mul", operator.add: "add", torch.add: "add",
+                  operator.sub: "sub", operator.truediv: "div"}[node.target]
+            if op == "div" and not first:
+                raise _FxUnsupported(f"{node.format_node()}: a number divided by a tensor")
+            alpha, beta = {"mul": (c, 0.0), "add": (1.0, c), "sub": (1.0, -c) if first else (-1.0, c),
+                           "div": (1.0 / c if c else float("nan"), 0.0)}[op]
+            if not np.isfinite(alpha):
+                raise _FxUnsupported(f"{node.format_node()}: division by zero")
+            from tinyrnn.layers import Activation
+
+            env[node] = Dyn(add(Activation(b.unique(str(node.name)), None, "affine", alpha, beta), x.src),
+                            x.axes, x.feat)
+        elif node.op == "output":
+            out = node.args[0]
+            if isinstance(out, (tuple, list)):
+                out = out[0]  # (output, state): the state is the stream's own
+            y = env.get(out)
+            if not isinstance(y, Dyn) or y.src == "input":
+                raise _FxUnsupported("the output is not a per-step tensor computed from the input")
+            x_in = env.get("__input__")
+            if x_in is None or not layers:
+                raise _FxUnsupported("no supported module reads the input")
+            return _finish_fx(module, layers, b, x_in, y)
+        else:
+            target = getattr(node.target, "__name__", str(node.target))
+            raise _FxUnsupported(f"{node.op} {target} ({node.format_node()}) is not supported")
+    raise _FxUnsupported("the traced graph has no output")
+
+
+def _typed_input(mod, node):
+    import torch.nn as nn
+
+    from ._ir import Dyn
+
+    if isinstance(mod, nn.Embedding):
+        return Dyn("input", [("p0",), ("p1",)], (), "int")
+    size = getattr(mod, "input_size", None) or getattr(mod, "in_features", None)
+    if size is None:
+        raise _FxUnsupported(f"{node.format_node()}: the first module that reads the input must be an "
+                             f"embedding, a recurrent layer or a linear layer")
+    return Dyn("input", [("p0",), ("p1",), (0,)], (int(size),))
+
+
+def _finish_fx(module, layers, b, x_in, y) -> Model:
+    for p in ("p0", "p1"):
+        if p not in b.roles:
+            b.roles[p] = "B" if "B" not in b.roles.values() else "T"
+    need, stack = set(), [y.src]
+    while stack:
+        n = stack.pop()
+        if n in need or n == "input":
+            continue
+        need.add(n)
+        stack.extend(b.by_name[n].inputs)
+    kept = [layer for layer in layers if layer.name in need]
+    first = next(layer for layer in kept if "input" in layer.inputs)
+    meta = _meta(module, "torch.fx")
+    meta["torch"] = {"input_axes": [b.roles[a[0]] for a in x_in.axes[:2]] + (["F"] if x_in.dtype == "float" else []),
+                     "output_axes": [[b.roles.get(a, a) if isinstance(a, str) else a for a in ax] for ax in y.axes]}
+    return Model(kept, _input_spec(first), output=y.src, metadata=meta)
 
 
 def _guess_example(module):
@@ -224,27 +457,35 @@ def _guess_example(module):
 
 
 def _from_trace(module, example_input) -> Model:
+    """Trace ``module`` to ONNX (TorchScript exporter, batch and time dynamic), import it,
+    and check the import against PyTorch on the example. ``example_input`` may be a tuple
+    ``(x, h0, ...)`` for a forward that takes state: those inputs become stream state."""
     import torch
 
+    from . import onnx_backend
     from .onnx import from_onnx
-    from .onnx_backend import to_batch_first, to_graph_layout
 
-    x = _guess_example(module) if example_input is None else example_input
-    if not isinstance(x, torch.Tensor) or x.ndim not in (2, 3):
-        raise UnsupportedModelError(f"example_input must be one tensor of rank 2 (token ids) or 3 (features), "
-                                    f"found {type(x).__name__} {getattr(x, 'shape', '')}")
+    args = example_input if isinstance(example_input, (tuple, list)) else (
+        _guess_example(module) if example_input is None else example_input,)
+    x = args[0]
+    if not all(isinstance(a, torch.Tensor) for a in args) or x.ndim not in (2, 3):
+        raise UnsupportedModelError(f"example_input must be a tensor of rank 2 (token ids) or 3 (features), or a "
+                                    f"tuple of tensors starting with one; found {type(x).__name__} "
+                                    f"{getattr(x, 'shape', '')}")
     with torch.no_grad():
-        ref = module(x)
+        ref = module(*args)
     if isinstance(ref, (tuple, list)):
         ref = ref[0]  # (output, state): the state becomes the stream's own
-    buf = io.BytesIO()
+    names = ["input"] + [f"state{i}" for i in range(1, len(args))]
     dyn = {"input": {0: "dim0", 1: "dim1"}}
+    dyn.update({n: {1: "state_batch"} for n, a in zip(names[1:], args[1:]) if a.ndim == 3})
+    buf = io.BytesIO()
     try:
         import warnings
 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (x,), buf, dynamo=False, input_names=["input"], dynamic_axes=dyn,
+            torch.onnx.export(module, tuple(args), buf, dynamo=False, input_names=names, dynamic_axes=dyn,
                               opset_version=17)
     except Exception as e:
         raise UnsupportedModelError(f"{type(module).__name__}: tracing failed: {type(e).__name__}: "
@@ -256,10 +497,9 @@ def _from_trace(module, example_input) -> Model:
         model = from_onnx(proto)
     except UnsupportedModelError as e:
         raise UnsupportedModelError(f"{type(module).__name__} (traced to ONNX): {e}") from None
-    meta = model.metadata["onnx"]
-    xb = to_batch_first(x.numpy(), meta["input_axes"] if x.ndim == 3 else meta["input_axes"][:2])
-    y = model.run(xb)
-    got = to_graph_layout(y, meta["output_axes"], meta["output_feat"]) if meta["output_axes"] else y
+    # the backend feeds the example (state inputs included) the way the graph reads it
+    feeds = {i.name: a.detach().numpy() for i, a in zip(proto.graph.input, args)}
+    got = onnx_backend.prepare(proto).run(feeds)[0]
     want = ref.detach().numpy()
     if got.shape != want.shape or not np.allclose(got, want, atol=1e-3, rtol=1e-3):
         diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else None
