@@ -93,7 +93,7 @@ def check_state(state, into: dict, backend) -> None:
     """
     if not isinstance(state, dict):
         raise InputError(f"state must be a dict like Stream.state, found {type(state).__name__}")
-    expected = {f"{layer}.{k}": arr for layer, parts in into.items() for k, arr in parts.items()}
+    expected = {_key(layer, k): arr for layer, parts in into.items() for k, arr in parts.items()}
     missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unknown:
         raise InputError(f"state keys must be {sorted(expected)}; missing {missing}, unknown {unknown}")
@@ -108,9 +108,14 @@ def check_state(state, into: dict, backend) -> None:
         backend.copy_in(dst, checked[key])
 
 
+def _key(layer: str, part: str) -> str:
+    # a graph state (Model.states) is one array, keyed by its own name
+    return f"{layer}.{part}" if part else layer
+
+
 def flatten_state(backend, state: dict) -> dict[str, np.ndarray]:
-    """Host copies of backend state as a flat ``{"<layer>.h": array}`` dict."""
-    return {f"{layer}.{k}": backend.to_host(arr, copy=True) for layer, parts in state.items() for k, arr in parts.items()}
+    """Host copies of backend state as a flat ``{"<layer>.h": array, "<graph state>": array}`` dict."""
+    return {_key(layer, k): backend.to_host(arr, copy=True) for layer, parts in state.items() for k, arr in parts.items()}
 
 
 # --- the stream ----------------------------------------------------------------------------
