@@ -52,3 +52,14 @@ def test_console_script_help():
     assert r.returncode == 0
     for cmd in ("info", "run"):
         assert cmd in r.stdout
+
+
+def test_bench_reports_every_figure(model_file, capsys):
+    path, m = model_file
+    assert main(["bench", str(path), "--batch", "2", "--steps", "20", "--budget", "0.05", "--json"]) == 0
+    import json
+
+    r = json.loads(capsys.readouterr().out)
+    assert r["batch"] == 2 and r["steps"] == 20
+    assert 0 < r["step_s"] < 1 and 0 < r["process_step_s"] < 1 and r["run_steps_per_s"] > 0
+    assert main(["bench", str(path), "--steps", "0"]) == 1

@@ -117,6 +117,8 @@ class Layer:
     stateful: ClassVar[bool] = False
     # tensors a weight matrix of this layer may come with: "<name>_scale" for int8
     matrices: ClassVar[tuple[str, ...]] = ()
+    # (fewest, most) inputs the layer reads
+    arity: ClassVar[tuple[int, int]] = (1, 1)
 
     def __init__(self, name: str, inputs: list[str], params: dict[str, np.ndarray]):
         self.name = name
@@ -516,6 +518,16 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     "activation": Activation,
     "softmax": Softmax,
 }
+
+
+def _register_graph_layers() -> None:
+    # graph_layers builds on this module, so its types join the registry once both exist
+    from .graph_layers import GRAPH_LAYER_TYPES
+
+    LAYER_TYPES.update(GRAPH_LAYER_TYPES)
+
+
+_register_graph_layers()
 
 
 def layer_from_config(entry: Any, params: dict[str, np.ndarray]) -> Layer:

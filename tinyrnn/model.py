@@ -84,10 +84,13 @@ class Model:
     """
 
     def __init__(self, layers: list[Layer], input: InputSpec, output: str | None = None,
-                 vocab: list[str] | None = None, metadata: dict | None = None):
+                 vocab: list[str] | None = None, metadata: dict | None = None, states: dict | None = None):
         if not layers:
             raise ModelFormatError("a model needs at least one layer")
         self.layers = list(layers)
+        # graph state: name -> {"shape": per-stream shape, "next": layer whose output becomes
+        # its value for the next step}; layers read it by name (see _check_states)
+        self.states = _check_states(states)
         self.input = input
         self.vocab = list(vocab) if vocab is not None else None
         self.metadata = dict(metadata or {})
@@ -108,12 +111,15 @@ class Model:
 
     def _check_graph(self) -> None:
         shapes: dict[str, tuple[int, ...]] = {"input": self.input.shape}
-        used = set()
+        shapes.update({name: st["shape"] for name, st in self.states.items()})
+        used = {st["next"] for st in self.states.values()}
         for layer in self.layers:
             if layer.name in shapes:
                 raise ModelFormatError(f"layer name {layer.name!r} is used twice (or is the reserved 'input')")
-            if len(layer.inputs) != 1:
-                raise ModelFormatError(f"layer {layer.name!r}: takes 1 input, found {len(layer.inputs)}")
+            lo, hi = layer.arity
+            if not lo <= len(layer.inputs) <= hi:
+                want = str(lo) if lo == hi else f"{lo} to {hi}"
+                raise ModelFormatError(f"layer {layer.name!r}: takes {want} inputs, found {len(layer.inputs)}")
             for src in layer.inputs:
                 if src not in shapes:
                     raise ModelFormatError(f"layer {layer.name!r} reads {src!r}, which is not the model input "
@@ -127,8 +133,15 @@ class Model:
                 raise ModelFormatError(f"layer {layer.name!r}: embedding table has {layer.vocab_size} rows but "
                                        f"the input takes {self.input.vocab_size} token ids")
             shapes[layer.name] = tuple(layer.output_shape([shapes[s] for s in layer.inputs]))
-        if self.output not in shapes or self.output == "input":
+        if self.output not in shapes or self.output == "input" or self.output in self.states:
             raise ModelFormatError(f"output {self.output!r} is not a layer of the model")
+        for name, st in self.states.items():
+            nxt = st["next"]
+            if nxt not in shapes or nxt in self.states or nxt == "input":
+                raise ModelFormatError(f"state {name!r}: its next value {nxt!r} is not a layer of the model")
+            if shapes[nxt] != st["shape"]:
+                raise ModelFormatError(f"state {name!r} has shape {st['shape']}, but layer {nxt!r} (its next "
+                                       f"value) gives {shapes[nxt]}")
         used.add(self.output)
         per_step = sum(math.prod(shape) for shape in shapes.values())
         if per_step > MAX_STEP_VALUES:
@@ -193,6 +206,9 @@ class Model:
             "output": self.output,
             "vocab": self.vocab,
             "metadata": self.metadata,
+            # written only when present, so models without graph state keep their files as before
+            **({"states": {k: {"shape": list(v["shape"]), "next": v["next"]} for k, v in states.items()}}
+               if (states := getattr(self, "states", None)) else {}),
         }
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -233,7 +249,7 @@ class Model:
         meta = arch.get("metadata") or {}
         if not isinstance(meta, dict):
             raise ModelFormatError(f"'metadata' must be an object, found {type(meta).__name__}")
-        return cls(layers, InputSpec.from_json(arch.get("input")), output, vocab, meta)
+        return cls(layers, InputSpec.from_json(arch.get("input")), output, vocab, meta, arch.get("states"))
 
     def save(self, path) -> None:
         """Write the model to ``path`` as a ``.trnn`` (safetensors) file, atomically."""
@@ -363,6 +379,29 @@ class Model:
     def _previous(self, layer: Layer) -> str:
         i = self.layers.index(layer)
         return "input" if i == 0 else self.layers[i - 1].name
+
+
+def _check_states(states) -> dict:
+    """Validated graph states: ``{name: {"shape": (sizes), "next": layer name}}``."""
+    from .layers import _NAME
+
+    if states is None:
+        return {}
+    if not isinstance(states, dict) or len(states) > 64:
+        raise ModelFormatError(f"'states' must map at most 64 names to {{shape, next}}, found {states!r}")
+    out = {}
+    for name, st in states.items():
+        if not isinstance(name, str) or not _NAME.match(name) or name == "input":
+            raise ModelFormatError(f"state name must match {_NAME.pattern} (and not be 'input'), found {name!r}")
+        shape = st.get("shape") if isinstance(st, dict) else None
+        nxt = st.get("next") if isinstance(st, dict) else None
+        if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 4
+                or any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 1 << 24 for s in shape)):
+            raise ModelFormatError(f"state {name!r}: 'shape' must list 1 to 4 sizes in [1, 2^24], found {shape!r}")
+        if not isinstance(nxt, str):
+            raise ModelFormatError(f"state {name!r}: 'next' must name a layer, found {nxt!r}")
+        out[name] = {"shape": tuple(shape), "next": nxt}
+    return out
 
 
 def _check_lengths(lengths, B: int, T: int, batched: bool):

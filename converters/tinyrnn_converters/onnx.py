@@ -50,12 +50,22 @@ def from_onnx(source, constants: dict | None = None) -> Model:
     batch first: ``(B, T, F)`` floats or ``(B, T)`` token ids, whatever axis order the
     graph used. Inputs feeding ``initial_h``/``initial_c`` become stream state.
 
+    Step graphs (called once per step with their state in and out, like Silero VAD:
+    ``state`` -> ``stateN`` packed or behind ``If`` branches) go to
+    ``tinyrnn_converters.onnx_step``: ``If``s fold on ``constants`` (an ``If`` still
+    depending on a run-time input is an ``UnsupportedModelError`` naming it), the state
+    becomes the cell's state (or ``Model.states`` when no cell owns it).
+
     Raises ``ModelNotFoundError`` (no file), ``ModelFormatError`` (not a valid ONNX model),
     ``UnsupportedModelError`` listing every op or attribute tinyrnn cannot represent.
     """
     from . import onnx_unroll
 
     model, opset, where = load_model(source)
+    from . import onnx_step
+
+    if onnx_step.is_step_graph(model):  # one call = one step, state passed in and out (Silero VAD)
+        return onnx_step.import_step_graph(model, where, constants)
     model = onnx_unroll.reroll(model)
     return Importer(model, opset, where, constants).run()
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..graph_layers import GRAPH_LAYER_TYPES, Reshape
 from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
+from . import graph_kernels as G
+from .graph_plan import graph_calls, prepare_graph
 from .packing import prepare
 
 name = "cpu"
@@ -58,7 +61,8 @@ def prepared(model) -> list[dict]:
     """Kernel-ready arrays per layer, computed once per model and cached on it."""
     cache = model._backend_cache
     if "cpu" not in cache:
-        cache["cpu"] = [prepare(layer) for layer in model.layers]
+        cache["cpu"] = [prepare_graph(layer, [model.shapes[i] for i in layer.inputs])
+                        if layer.type in GRAPH_LAYER_TYPES else prepare(layer) for layer in model.layers]
     return cache["cpu"]
 
 
@@ -67,10 +71,13 @@ def prepared(model) -> list[dict]:
 
 def new_state(model, batch: int) -> dict[str, dict[str, np.ndarray]]:
     """Zero state for every recurrent layer: ``{layer: {"h": (B, D, Hr), "c": ...}}``."""
-    return {
+    out = {
         layer.name: {k: np.zeros((batch, *shape), np.float32) for k, shape in layer.state_shapes().items()}
         for layer in model.layers if layer.stateful
     }
+    for name, st in model.states.items():  # graph state: one array, key "" (flattened as its name)
+        out[name] = {"": np.zeros((batch, *st["shape"]), np.float32)}
+    return out
 
 
 def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
@@ -81,18 +88,28 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
     ``plan.lengths`` for ragged batches) and calls ``plan.run()``.
     """
     B, T = batch, steps
+    if model.states and T > 1:
+        # the state feeds back through the graph: steps run one after another
+        return LoopPlan(build_plan(model, batch, 1, state), T)
     if model.input.tokens:
         inp = np.zeros((B, T), np.int64)
     else:
         inp = np.zeros((B, T, *model.input.shape), np.float32)
     lengths = np.full(B, T, np.int64)
     values = {"input": inp}
+    values.update({name: state[name][""].reshape(B, 1, *st["shape"]) for name, st in model.states.items()})
     calls = []
     for layer, prep in zip(model.layers, prepared(model)):
         x = values[layer.inputs[0]]
+        if isinstance(layer, Reshape):  # the same buffer under another shape: no call
+            values[layer.name] = x.reshape(B, T, *model.shapes[layer.name])
+            continue
         y = np.empty((B, T, *model.shapes[layer.name]), np.float32)
         values[layer.name] = y
-        if isinstance(layer, Recurrent):
+        if layer.type in GRAPH_LAYER_TYPES:
+            calls.extend(graph_calls(layer, prep, [values[i] for i in layer.inputs], y,
+                                     [model.shapes[i] for i in layer.inputs]))
+        elif isinstance(layer, Recurrent):
             st = state[layer.name]
             work = np.empty(K.work_size(B, T, layer.gates, layer.hidden_size, layer.recurrent_size), np.float32)
             for d in range(layer.num_directions):
@@ -116,7 +133,40 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
             calls.append((K.softmax, (x.reshape(B * T, -1), prep["log"], y.reshape(B * T, -1))))
         else:  # pragma: no cover - prepare already refused it
             raise NotImplementedError(layer.type)
+    for name, st in model.states.items():  # after every reader: the next step's value
+        calls.append((G.copy, (values[st["next"]].reshape(-1), state[name][""].reshape(-1))))
     return Plan(calls, inp, values[model.output], lengths, B, T)
+
+
+class LoopPlan:
+    """T steps of a model with graph state: its one-step plan run T times.
+
+    Python runs per step here (the state passes through arbitrary layers, so no block of
+    steps can be computed layer by layer); models whose state lives in recurrent cells
+    never get one. Ragged ``lengths`` are refused.
+    """
+
+    __slots__ = ("step", "input", "output", "lengths", "batch", "steps")
+
+    def __init__(self, step: Plan, T: int):
+        self.step = step
+        B = step.batch
+        self.input = np.zeros((B, T, *step.input.shape[2:]), step.input.dtype)
+        self.output = np.zeros((B, T, *step.output.shape[2:]), np.float32)
+        self.lengths = np.full(B, T, np.int64)
+        self.batch, self.steps = B, T
+
+    def run(self) -> np.ndarray:
+        if self.lengths.min() < self.steps:
+            from ..errors import InputError
+
+            raise InputError("lengths shorter than the sequence are not supported for models with graph state")
+        step_in, step_out = self.step.input, self.step.output
+        for t in range(self.steps):
+            step_in[:, 0] = self.input[:, t]
+            self.step.run()
+            self.output[:, t] = step_out[:, 0]
+        return self.output
 
 
 # --- the rest of the backend interface (what Model and Stream call) ----------------------

@@ -17,9 +17,10 @@ int8 scales are the caller's business, as everywhere.
 
 from __future__ import annotations
 
+from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 LANES = 16  # float32 lanes per vector (one AVX-512 register)
@@ -37,7 +38,7 @@ def _widen(builder, raw, dtype):
     return builder.sitofp(raw, vf)  # int8
 
 
-def _codegen(rows: int):
+def _codegen(rows: int, tile: int):
     """Code generator for ``rows`` source/destination rows sharing each weight load."""
 
     def codegen(context, builder, signature, args):
@@ -110,10 +111,10 @@ def _codegen(rows: int):
             for p, final in zip((p for row in y_tile for p in row), finals):
                 builder.store(final, p, align=4)
 
-        full = ir.Constant(intp, TILE * LANES)
+        full = ir.Constant(intp, tile * LANES)
         n_tiles = builder.sdiv(a_ncols, full)
         with cgutils.for_range(builder, n_tiles) as loop:
-            tile_pass(builder.mul(loop.index, full), TILE)
+            tile_pass(builder.mul(loop.index, full), tile)
         done_cols = builder.mul(n_tiles, full)
         lane = ir.Constant(intp, LANES)
         n_single = builder.sdiv(builder.sub(a_ncols, done_cols), lane)
@@ -124,7 +125,7 @@ def _codegen(rows: int):
     return codegen
 
 
-def _typer(rows: int):
+def _typer(rows: int, tile: int):
     def typer(typingctx, src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols):
         arrays = (src, M, dst)
         if not all(isinstance(a, types.Array) for a in arrays):
@@ -133,13 +134,13 @@ def _typer(rows: int):
             return None
         if M.dtype not in (types.float32, types.uint16, types.int8):
             return None
-        return types.intp(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols), _codegen(rows)
+        return types.intp(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols), _codegen(rows, tile)
 
     return typer
 
 
-def _make(rows: int, name: str):
-    typer = _typer(rows)
+def _make(rows: int, tile: int, name: str):
+    typer = _typer(rows, tile)
     typer.__name__ = name
     typer.__doc__ = f"""Register-tiled product for {rows} row(s); see the module docstring.
 
@@ -151,5 +152,20 @@ def _make(rows: int, name: str):
     return intrinsic(typer)
 
 
-tile_matvec = _make(1, "tile_matvec")
-tile_matmat4 = _make(4, "tile_matmat4")
+
+
+def _tile4() -> int:
+    """Vectors per pass for four rows: their accumulators must fit the register file.
+
+    Four rows of ``t`` vectors hold 4*t accumulators; a vector of 16 floats is one
+    register with AVX-512 (32 of them) but two with AVX2 (16 of them), where t = 2 spills
+    and ran 1.3x slower than t = 1. Numba compiles for the host CPU (or the one named by
+    NUMBA_CPU_NAME) and keys its cache on it, so asking the host here is consistent.
+    """
+    if config.CPU_NAME:  # an explicit target (e.g. "generic" for a portable cache): be safe
+        return 1
+    return 2 if ll.get_host_cpu_features().get("avx512f", False) else 1
+
+
+tile_matvec = _make(1, TILE, "tile_matvec")
+tile_matmat4 = _make(4, _tile4(), "tile_matmat4")

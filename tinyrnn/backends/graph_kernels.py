@@ -1,0 +1,296 @@
+"""Numba CPU kernels for the feed-forward graph layers of ``tinyrnn.graph_layers``.
+
+Every kernel sees a value as a 3-D view ``(P, L, Q)``: ``P`` rows before the axis it works
+on (batch, steps and leading feature axes flattened), the axis itself, and ``Q`` trailing
+elements; conv1d sees ``(N, C, L)`` with ``N = B * T``. Shapes are checked and buffers
+sized by ``tinyrnn.backends.cpu`` before any kernel runs: no bounds checks here.
+
+Conv1d gathers the receptive fields of up to ``RB`` output positions (of any streams and
+steps: row r is position l of row n of the batch) into the rows of ``patch`` (zeros where
+the padding is), then takes dot products of every weight row with four patch rows at once,
+so each weight is loaded once per four outputs (the layer is bound by weight traffic)::
+
+    patch[r, ic * K + k] = x[n, g * Cg + ic, l * stride - pad_l + k * dilation]   (0 outside)
+    y[n, oc, l]          = b[oc] + scale[oc] * sum_j W[oc, j] * patch[r, j]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .. import _cache  # noqa: F401  (before any cache=True function is defined)
+from .cpu_kernels import HELPER, KERNEL
+from .weights import load
+
+# --- conv1d -----------------------------------------------------------------------------
+
+
+@njit(**HELPER)
+def _put(y, row, L_out, oc, v):
+    n = row // L_out
+    y[n, oc, row - n * L_out] = v
+
+
+@njit(**KERNEL)
+def conv1d(x, W, b, scale, geom, y, patch):
+    """x (N, C_in, L_in) -> y (N, C_out, L_out). W (C_out, Cg*K) stored dtype; b, scale
+    (C_out,) float32; geom int64 [stride, pad_l, dilation, groups, K]; patch (RB, Cg*K)
+    scratch. Output positions of all N rows are taken RB at a time, so one pass over the
+    weights serves many streams and steps."""
+    stride, pad_l, dil, groups, K = geom[0], geom[1], geom[2], geom[3], geom[4]
+    N, C_in, L_in = x.shape
+    C_out, L_out = y.shape[1], y.shape[2]
+    Cg = C_in // groups
+    Og = C_out // groups
+    CK = Cg * K
+    rows = N * L_out
+    RB = patch.shape[0]
+    for g in range(groups):
+        for r0 in range(0, rows, RB):
+            nr = min(RB, rows - r0)
+            for r in range(nr):
+                n = (r0 + r) // L_out
+                base = (r0 + r - n * L_out) * stride - pad_l
+                for ic in range(Cg):
+                    c = g * Cg + ic
+                    for k in range(K):
+                        pos = base + k * dil
+                        patch[r, ic * K + k] = x[n, c, pos] if 0 <= pos < L_in else np.float32(0.0)
+            for oc in range(g * Og, (g + 1) * Og):
+                sc = scale[oc]
+                bo = b[oc]
+                r = 0
+                while r + 4 <= nr:
+                    s0 = np.float32(0.0)
+                    s1 = np.float32(0.0)
+                    s2 = np.float32(0.0)
+                    s3 = np.float32(0.0)
+                    for j in range(CK):
+                        w = load(W[oc, j])
+                        s0 += w * patch[r, j]
+                        s1 += w * patch[r + 1, j]
+                        s2 += w * patch[r + 2, j]
+                        s3 += w * patch[r + 3, j]
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
+                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo)
+                    _put(y, r0 + r + 2, L_out, oc, s2 * sc + bo)
+                    _put(y, r0 + r + 3, L_out, oc, s3 * sc + bo)
+                    r += 4
+                while r + 2 <= nr:
+                    s0 = np.float32(0.0)
+                    s1 = np.float32(0.0)
+                    for j in range(CK):
+                        w = load(W[oc, j])
+                        s0 += w * patch[r, j]
+                        s1 += w * patch[r + 1, j]
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
+                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo)
+                    r += 2
+                if r < nr:
+                    s0 = np.float32(0.0)
+                    for j in range(CK):
+                        s0 += load(W[oc, j]) * patch[r, j]
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
+
+
+# --- shape ops --------------------------------------------------------------------------
+
+PAD_CONSTANT, PAD_REFLECT, PAD_EDGE = 0, 1, 2
+
+
+@njit(**KERNEL)
+def pad(x, before, mode, value, y):
+    """x (P, L, Q) -> y (P, before + L + after, Q); mode: 0 constant, 1 reflect, 2 edge."""
+    P, L, Q = x.shape
+    L2 = y.shape[1]
+    for p in range(P):
+        for i in range(L2):
+            src = i - before
+            if src < 0 or src >= L:
+                if mode == PAD_CONSTANT:
+                    for q in range(Q):
+                        y[p, i, q] = value
+                    continue
+                if mode == PAD_REFLECT:
+                    src = -src if src < 0 else 2 * (L - 1) - src
+                else:
+                    src = 0 if src < 0 else L - 1
+            for q in range(Q):
+                y[p, i, q] = x[p, src, q]
+
+
+@njit(**KERNEL)
+def take(x, start, step, y):
+    """y[p, i, q] = x[p, start + i * step, q]: a slice, or a copy when step is 1 and L fits."""
+    P, Lo, Q = y.shape
+    for p in range(P):
+        for i in range(Lo):
+            s = start + i * step
+            for q in range(Q):
+                y[p, i, q] = x[p, s, q]
+
+
+@njit(**KERNEL)
+def place(x, offset, y):
+    """y[p, offset + i, q] = x[p, i, q]: one input of a concat."""
+    P, L, Q = x.shape
+    for p in range(P):
+        for i in range(L):
+            for q in range(Q):
+                y[p, offset + i, q] = x[p, i, q]
+
+
+# --- arithmetic -------------------------------------------------------------------------
+
+
+@njit(**HELPER)
+def _unary(op, v):
+    if op == 0:
+        return np.float32(math.sqrt(v)) if v >= 0 else np.float32(np.nan)
+    if op == 1:
+        return abs(v)
+    if op == 2:
+        return -v
+    if op == 3:
+        return np.float32(math.exp(v))
+    if op == 4:
+        if v > 0:
+            return np.float32(math.log(v))
+        return np.float32(-np.inf) if v == 0 else np.float32(np.nan)
+    if op == 5:
+        return np.float32(1.0) / v
+    if op == 6:
+        return v * v
+    return np.float32(0.0) if v < 0 else v  # relu; NaN passes through as ONNX says
+
+
+@njit(**HELPER)
+def _binary(op, a, b):
+    if op == 0:
+        return a + b
+    if op == 1:
+        return a - b
+    if op == 2:
+        return a * b
+    if op == 3:
+        return a / b
+    if op == 4:
+        if b == 2.0:
+            return a * a  # pow(a, 2) rounds exactly like a * a: skip the library call
+        return np.float32(math.pow(a, b)) if a >= 0 or b == math.floor(b) else np.float32(np.nan)
+    if op == 5:
+        return a if a >= b else b
+    return a if a <= b else b
+
+
+@njit(**KERNEL)
+def unary(x, op, y):
+    """y = f(x) elementwise over flat arrays (op codes: ``graph_layers.UNARY``)."""
+    for i in range(x.shape[0]):
+        y[i] = _unary(op, x[i])
+
+
+@njit(**KERNEL)
+def binary(a, b, op, y):
+    """y = a (op) b over flat arrays of one length (op codes: ``graph_layers.BINARY``)."""
+    for i in range(a.shape[0]):
+        y[i] = _binary(op, a[i], b[i])
+
+
+@njit(**KERNEL)
+def binary_const(a, c, op, c_first, y):
+    """y[p, s] = a[p, s] (op) c[s] (or c[s] (op) a[p, s]); a, y (P, S), c (S,) broadcast."""
+    P, S = a.shape
+    for p in range(P):
+        if c_first:
+            for s in range(S):
+                y[p, s] = _binary(op, c[s], a[p, s])
+        else:
+            for s in range(S):
+                y[p, s] = _binary(op, a[p, s], c[s])
+
+
+@njit(**KERNEL)
+def reduce(x, op, y):
+    """y[p, q] = reduce_i x[p, i, q]; op 0 mean, 1 sum, 2 max, 3 min."""
+    P, L, Q = x.shape
+    for p in range(P):
+        for q in range(Q):
+            acc = x[p, 0, q]
+            for i in range(1, L):
+                v = x[p, i, q]
+                if op <= 1:
+                    acc += v
+                elif op == 2:
+                    acc = v if v > acc or v != v else acc
+                else:
+                    acc = v if v < acc or v != v else acc
+            y[p, q] = acc / np.float32(L) if op == 0 else acc
+
+
+@njit(**KERNEL)
+def copy(x, y):
+    """y[:] = x over flat arrays (graph state carried to the next step)."""
+    for i in range(x.shape[0]):
+        y[i] = x[i]
+
+
+# --- spectral magnitude ---------------------------------------------------------------------
+
+
+@njit(**KERNEL)
+def dft_magnitude(x, window, hop, rev, cos_t, sin_t, y, re, im):
+    """x (N, L) -> y (N, bins, frames): |windowed DFT| of each frame.
+
+    A real frame of n_fft samples is packed as n_fft/2 complex values (even samples real,
+    odd imaginary), transformed by a radix-2 FFT of half the size and untangled into the
+    n_fft/2 + 1 bins of the real DFT: half the butterflies of a complex FFT. ``rev``
+    (n_fft/2,) int64 bit-reversed indices; ``cos_t``/``sin_t`` (n_fft/2,) cos/sin(2 pi j /
+    n_fft) (float64 math, stored float32); ``re``/``im`` scratch (n_fft/2,).
+    """
+    N = x.shape[0]
+    M = window.shape[0] // 2
+    bins, frames = y.shape[1], y.shape[2]
+    for n in range(N):
+        for f in range(frames):
+            off = f * hop
+            for i in range(M):
+                j = 2 * rev[i]
+                re[i] = x[n, off + j] * window[j]
+                im[i] = x[n, off + j + 1] * window[j + 1]
+            size = 2
+            while size <= M:
+                half = size // 2
+                step = 2 * (M // size)  # twiddle exp(-2 pi i k / size) = table[k * step]
+                for start in range(0, M, size):
+                    for k in range(half):
+                        wr = cos_t[k * step]
+                        wi = sin_t[k * step]
+                        a = start + k
+                        b = a + half
+                        tr = re[b] * wr + im[b] * wi
+                        ti = im[b] * wr - re[b] * wi
+                        re[b] = re[a] - tr
+                        im[b] = im[a] - ti
+                        re[a] += tr
+                        im[a] += ti
+                size *= 2
+            for k in range(bins):
+                p = k % M
+                q = (M - k) % M
+                er = np.float32(0.5) * (re[p] + re[q])  # even samples' DFT at k
+                ei = np.float32(0.5) * (im[p] - im[q])
+                orr = np.float32(0.5) * (im[p] + im[q])  # odd samples' DFT at k
+                oi = np.float32(0.5) * (re[q] - re[p])
+                if k < M:
+                    c = cos_t[k]
+                    sn = sin_t[k]
+                else:  # k = n_fft / 2: the angle is pi
+                    c = np.float32(-1.0)
+                    sn = np.float32(0.0)
+                xr = er + c * orr + sn * oi
+                xi = ei + c * oi - sn * orr
+                y[n, k, f] = np.float32(math.sqrt(xr * xr + xi * xi))
