@@ -231,9 +231,7 @@ def _cell_input(model, cell, row):
 
 def _cell_output(y):
     # Arrow stores 1-D arrays as lists but refuses 2-D ones: keep those as a list of rows
-    if isinstance(y, np.ndarray) and y.ndim >= 2:
-        return list(y)
-    return y
+    return list(y) if y.ndim >= 2 else y
 
 
 def _frame_partition(df, ref: ModelRef, column: str, output: str, reduce, batch_size: int, bits: bool):
@@ -257,11 +255,11 @@ def _frame(model, df, column, output, reduce, batch_size, bits: bool):
         raise InputError(f"expected a dask.dataframe.DataFrame, found {type(df).__name__}")
     if column not in df.columns:
         raise InputError(f"the DataFrame has no column {column!r}; it has {list(df.columns)}")
+    key = _model_key(model)
     batch_size = check_batch_size(batch_size)
     meta = df._meta.copy()
     meta[output] = pd.Series([], dtype=np.float64 if bits else object)
-    return df.map_partitions(_frame_partition, _model_key(model), column, output, reduce, batch_size, bits,
-                             meta=meta)
+    return df.map_partitions(_frame_partition, key, column, output, reduce, batch_size, bits, meta=meta)
 
 
 def run_frame(model, df, column: str, output: str = "output", reduce=None, batch_size: int = 64):
@@ -270,11 +268,13 @@ def run_frame(model, df, column: str, output: str = "output", reduce=None, batch
 
     Cells of ``column``: text (``str``, for a model with a vocabulary; encoded with
     ``Model.encode``), 1-D token ids, or float sequences (a 2-D array, or a list of per-step
-    rows as Parquet returns a ``list<list<float>>`` column). Output cells: a float32 array
-    ``(*out)`` with ``reduce="last"``/``"mean"``; with ``reduce=None`` the ``(T, *out)``
-    outputs as a list of ``T`` per-step arrays, so the frame writes to Parquet as is
-    (``np.stack(cell)`` gives the array back). Raises ``InputError`` for a missing column
-    or bad arguments (bad cells when computed).
+    rows as Parquet returns a ``list<list<float>>`` column). Output cells (an object
+    column): the ``(*out)`` float32 array with ``reduce="last"``/``"mean"``; with
+    ``reduce=None`` the ``(T, *out)`` outputs as a list of ``T`` per-step arrays, because
+    Arrow has no 2-D cells (``np.stack(cell)`` gives ``Model.run``'s array back). Write it
+    with ``to_parquet(path, schema=None)``: Dask cannot guess an object column's Arrow type
+    from its metadata, pyarrow infers it from the data. Raises ``InputError`` for a missing
+    column or bad arguments (bad cells when computed).
     """
     check_reduce(reduce)
     return _frame(model, df, column, output, reduce, batch_size, bits=False)
@@ -399,6 +399,8 @@ def compute(client, collection, progress: bool = False):
     import sys
 
     persisted = client.persist(collection)
-    with contextlib.redirect_stdout(sys.stderr):  # the bar writes to stdout; keep stdout for results
-        distributed.progress(persisted)
+    # the bar writes to stdout, which is for results; and it must watch this client's
+    # scheduler, not whichever client this process made most recently
+    with contextlib.redirect_stdout(sys.stderr):
+        distributed.progress(persisted, scheduler=client.scheduler.address)
     return client.compute(persisted).result()
