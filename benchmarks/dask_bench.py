@@ -36,12 +36,29 @@ def make_windows(seeds, F: int, t_min: int, t_max: int) -> list:
     return out
 
 
-def torch_partition(seqs, module, batch_size: int) -> list:
+_TORCH_MODULES: dict = {}
+
+
+def torch_module(spec):
+    """The nn.LSTM of ``spec = (key, F, H, state_dict as numpy)``, built once per process
+    (a used torch module does not pickle again, so workers are sent its weights)."""
+    import torch
+
+    key, F, H, state = spec
+    if key not in _TORCH_MODULES:
+        m = torch.nn.LSTM(F, H, batch_first=True)
+        m.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        _TORCH_MODULES[key] = m.eval()
+    return _TORCH_MODULES[key]
+
+
+def torch_partition(seqs, spec, batch_size: int) -> list:
     """What ``tinyrnn.dask.run(..., reduce="last")`` does, with torch: length-sorted batches,
     packed so no padding is computed, last valid output of each window."""
     import torch
 
     torch.set_num_threads(1)
+    module = torch_module(spec)
     seqs = list(seqs)
     order = np.argsort([len(s) for s in seqs], kind="stable")
     out = [None] * len(seqs)
@@ -90,11 +107,12 @@ def main(argv=None) -> int:
 
     module = torch_lstm(args.features, args.hidden, seed=0).float()
     model = tinyrnn_from_torch(module)
+    torch_spec = ("lstm0", args.features, args.hidden, {k: v.detach().numpy().copy() for k, v in module.state_dict().items()})
     seeds = db.from_sequence(range(args.sequences), npartitions=args.partitions)
     windows = seeds.map_partitions(make_windows, args.features, args.t_min, args.t_max)
     jobs = {
         "tinyrnn": lambda: tdask.run(model, windows, reduce="last", batch_size=args.batch_size),
-        "torch": lambda: windows.map_partitions(torch_partition, dask.delayed(module, traverse=False),
+        "torch": lambda: windows.map_partitions(torch_partition, dask.delayed(torch_spec, traverse=False),
                                                 args.batch_size),
     }
     print(f"{args.sequences} windows of {args.t_min}-{args.t_max} steps x {args.features} features, "
@@ -102,7 +120,7 @@ def main(argv=None) -> int:
           f"{args.partitions} partitions; {os.cpu_count()} CPUs")
     rates: dict = {}
     for n in args.workers:
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                           env={"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}) as cl, \
                 Client(cl) as client:
             client.run(_set_threads)

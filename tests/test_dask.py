@@ -38,7 +38,7 @@ LENGTHS = [7, 1, 12, 0, 3, 25, 4, 4, 9, 2, 16, 5, 1, 8, 30, 6]
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}) as cluster, Client(cluster) as c:
         yield c
 

@@ -209,15 +209,14 @@ def _read_lines(path: str) -> list[str]:
 def _score(args) -> int:
     import math
 
-    from .batching import bits_per_character, check_batch_size, encode_lines, line_bits
+    from .batching import bits_per_character, check_batch_size, line_bits
 
     check_batch_size(args.batch_size)
     model = _load_model(args.model)
     line_bits(model)  # refuse a model that is not a text model before reading the corpus
     lines = _read_lines(args.text)
-    encode_lines(model, lines)  # a character outside the vocabulary is named with its line number here
     if args.workers == 0 and args.scheduler is None:
-        pairs = bits_per_character(model, lines, args.batch_size)
+        pairs = bits_per_character(model, lines, args.batch_size, first=1)  # errors name lines from 1
     else:
         from . import dask as tdask
 

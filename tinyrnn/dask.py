@@ -374,7 +374,7 @@ class connect:
             return self.client
         try:
             self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                                    dashboard_address=None)
+                                                    dashboard_address=":0")
             self.client = distributed.Client(self.cluster)
         except (OSError, TimeoutError) as e:
             self.__exit__()
