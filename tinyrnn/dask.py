@@ -28,7 +28,8 @@ import numpy as np
 from .batching import bits_per_character, check_batch_size, check_reduce, run_many
 from .errors import ClusterError, InputError, MissingDependencyError
 
-__all__ = ["ModelRef", "run", "score", "run_frame", "score_frame", "connect"]
+__all__ = ["ModelRef", "run", "score", "line_bits", "run_frame", "score_frame", "run_files", "files", "connect",
+           "compute", "worker_stats"]
 
 _INSTALL = "pip install 'tinyrnn[dask]'"
 
