@@ -40,7 +40,10 @@ VARIANTS = {
     "gru-lbr-activations": ("gru", {"linear_before_reset": True, "activations": [["sigmoid"], ["softsign"]]}),
 }
 
-I, H, B, T = 4, 5, 3, 7
+# B = 6 streams: the kernels step streams four at a time while all four are active, one
+# at a time otherwise; LENGTHS makes both happen (and padding) within one run.
+I, H, B, T = 4, 5, 6, 7
+LENGTHS = np.array([T, 4, T, T, T, 1])
 
 
 def make(rng, variant, direction="forward", I=I, H=H):
@@ -55,7 +58,7 @@ def test_run_matches_oracle(rng, variant, direction, width):
     layer, w = make(rng, variant, direction, I=width)
     model = single_layer_model(layer)
     x = rng.normal(0, 1, (B, T, width)).astype(np.float32)
-    lengths = np.array([T, 4, 1])
+    lengths = LENGTHS
     state = random_state(rng, layer, B)
     y, st = model.run(x, lengths=lengths, state=state, return_state=True)
     y_ref, st_ref = oracle_recurrent(layer, w, x, lengths, state)
@@ -103,6 +106,29 @@ def test_long_sequence_crosses_hoisting_chunks(rng):
     lengths = np.array([75, 40])
     y = single_layer_model(layer).run(x, lengths=lengths)
     np.testing.assert_allclose(y, oracle_recurrent(layer, w, x, lengths)[0], **TOL)
+
+
+@pytest.mark.parametrize("variant", ["lstm-peepholes", "lstm-proj", "gru", "gru-lbr", "rnn-tanh"])
+def test_wide_layers_take_register_tiles(rng, variant):
+    """Sizes where every product runs through 4-row register tiles plus a ragged tail."""
+    cell, opts = VARIANTS[variant]
+    if "proj" in opts:
+        opts = dict(opts, proj=20)
+    layer, w = random_recurrent(rng, cell, 20, 24, scale=0.3, **opts)
+    model = single_layer_model(layer)
+    x = rng.normal(0, 1, (5, 9, 20)).astype(np.float32)
+    lengths = np.array([9, 9, 6, 9, 2])
+    state = random_state(rng, layer, 5)
+    y, st = model.run(x, lengths=lengths, state=state, return_state=True)
+    y_ref, st_ref = oracle_recurrent(layer, w, x, lengths, state)
+    np.testing.assert_allclose(y, y_ref, **TOL)
+    for k in st_ref:
+        np.testing.assert_allclose(st[k], st_ref[k], **TOL, err_msg=k)
+    s = model.stream(batch=4)
+    s.state = {k: v[:4] for k, v in state.items()}
+    y_step = np.stack([s.step(x[:4, t]) for t in range(9)], axis=1)
+    y_full = model.run(x[:4], state={k: v[:4] for k, v in state.items()})
+    np.testing.assert_array_equal(y_step, y_full)
 
 
 def test_zero_length_sequence_keeps_initial_state(rng):

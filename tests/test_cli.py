@@ -121,3 +121,14 @@ def test_score_in_process(tmp_path, rng, capsys):
     (tmp_path / "bad.txt").write_text("xy\nxq\n")
     assert main(["score", str(tmp_path / "t.trnn"), str(tmp_path / "bad.txt"), "--workers", "0"]) == 1
     assert "line 2 'xq': character 'q' at position 1" in capsys.readouterr().err
+
+
+def test_bench_reports_every_figure(model_file, capsys):
+    path, m = model_file
+    assert main(["bench", str(path), "--batch", "2", "--steps", "20", "--budget", "0.05", "--json"]) == 0
+    import json
+
+    r = json.loads(capsys.readouterr().out)
+    assert r["batch"] == 2 and r["steps"] == 20
+    assert 0 < r["step_s"] < 1 and 0 < r["process_step_s"] < 1 and r["run_steps_per_s"] > 0
+    assert main(["bench", str(path), "--steps", "0"]) == 1

@@ -320,9 +320,46 @@ def _add_quantize(sub) -> None:
     p.set_defaults(func=_quantize)
 
 
+# --- bench ----------------------------------------------------------------------------------
+
+
+def _bench(args) -> int:
+    import json
+
+    from .bench import bench
+
+    if args.model:
+        model, name = _load_model(args.model), args.model
+    else:
+        from . import default_model
+
+        model, name = default_model(), "the shipped model"
+    result = bench(model, batch=args.batch, steps=args.steps, budget=args.budget)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(f"{name}: {model.num_params():,} parameters, {model.dtype} weights, one thread")
+        print(result.format())
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="time a model here: step, process and run (tinyrnn alone)",
+                       description="Time a model with tinyrnn alone: the first call (numba compile or "
+                                   "cache load), one stream's step, process over many steps, and a "
+                                   "batched offline run. For torch/onnxruntime beside it see "
+                                   "benchmarks/compare.py.")
+    p.add_argument("model", nargs="?", help="a .trnn file (default: the shipped model)")
+    p.add_argument("--batch", type=int, default=16, help="sequences in the run figure (default 16)")
+    p.add_argument("--steps", type=int, default=1000, help="steps per sequence (default 1000)")
+    p.add_argument("--budget", type=float, default=1.0, help="seconds spent per figure (default 1)")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(func=_bench)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-SUBCOMMANDS = [_add_info, _add_run, _add_score, _add_quantize]
+SUBCOMMANDS = [_add_info, _add_run, _add_score, _add_quantize, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -149,13 +149,17 @@ class Stream:
         self._step_fast = not self._tokens and not self.check_finite
         self._run_step = self._step_plan.run
         self._step_shape_out = self._step_out.shape
+        self._is_device = getattr(self._backend, "is_device_array", None)  # GPU backends only
 
     # --- stepping -----------------------------------------------------------------------
     def step(self, x, out: np.ndarray | None = None) -> np.ndarray:
         """Advance every stream by one step.
 
         ``x``: ``(F,)`` float / one int token id (unbatched), ``(B, F)`` / ``(B,)`` (batched).
-        Returns ``(out,)`` or ``(B, out)`` float32, a new array unless ``out`` is given.
+        Returns ``(out,)`` or ``(B, out)`` float32, a new array unless ``out`` is given. On
+        a ``device="cuda"`` stream ``x`` and ``out`` may be GPU arrays
+        (``__cuda_array_interface__``); a GPU input gives a GPU result, without a round trip
+        through the host (see ``_step_device``).
         """
         # This is the hot path of a stream: every line here costs tens of nanoseconds, so
         # the common case (a float32 array of the right shape) is tested first and all
@@ -165,11 +169,15 @@ class Stream:
         try:
             if self._step_fast and type(x) is np.ndarray and x.dtype == _F32 and x.shape == self._step_shape:
                 self._step_in[...] = x
+            elif self._is_device is not None and (self._is_device(x) or self._is_device(out)):
+                return self._step_device(x, out)
             else:
                 self._load_step_input(x)
             self._run_step()
             if out is None:
                 return self._backend.to_host(self._step_out, copy=True)
+            if self._is_device is not None and self._is_device(out):
+                return self._backend.device_output(self._step_plan, self._step_shape_out, out)
             if type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32:
                 raise InputError(f"out must be a float32 array of shape {self._step_out.shape}, found "
                                  f"{_describe(out)}")
@@ -177,6 +185,22 @@ class Stream:
             return out
         finally:
             self._busy.release()
+
+    def _step_device(self, x, out):
+        """``step`` with GPU arrays (``__cuda_array_interface__``: numba, CuPy, PyTorch).
+
+        A device input goes to the kernels by one device-to-device copy; the result is a
+        device array (a new one, or ``out``), also by one device-to-device copy. A host
+        input with a device ``out`` is accepted too. CUDA streams only.
+        """
+        be = self._backend
+        if self._is_device(x):
+            be.load_device_input(self._step_plan, x, self._step_shape, self.model, self.check_finite)
+            self._step_plan.run(upload=False)
+        else:
+            self._load_step_input(x)
+            self._run_step()
+        return be.device_output(self._step_plan, self._step_shape_out, out)
 
     def _load_step_input(self, x) -> None:
         xb, batched = check_input(self.model, x, block=False, check_finite=self.check_finite)

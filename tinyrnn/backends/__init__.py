@@ -16,6 +16,7 @@ def load_cuda():
     try:
         from . import cuda
     except ImportError as e:  # pragma: no cover - depends on the machine
-        raise DeviceError(f"device='cuda' needs the CUDA backend, which could not be imported: {e}") from None
+        raise DeviceError(f"device='cuda' needs numba-cuda (pip install 'tinyrnn[cuda]'), which could not be "
+                          f"imported: {e}") from None
     cuda.check_available()
     return cuda

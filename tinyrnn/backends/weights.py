@@ -1,10 +1,11 @@
-"""Reading stored weights inside CPU kernels: float32, float16 and int8, one source.
+"""Reading stored weights inside kernels (CPU and CUDA): float32, float16 and int8, one source.
 
 Kernels are written once and numba specialises them per weight dtype:
 
 * ``load(w)`` turns one stored weight into float32. float16 weights travel as ``uint16``
   bit patterns (numba's CPU target has no float16 type); the conversion is a single LLVM
-  ``fpext`` that vectorises to ``vcvtph2ps`` on x86.
+  ``fpext`` that vectorises to ``vcvtph2ps`` on x86. The same intrinsic compiles for CUDA
+  (NVVM has ``half`` too: it becomes one ``cvt.f32.f16``), so GPU kernels use it unchanged.
 * ``scaled(w)`` is a compile-time constant: True for int8 weights, whose per-output-column
   float32 scale is applied once to each finished dot product, outside the inner loop.
 """
@@ -32,14 +33,24 @@ def f16_bits_to_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
-def load(w):  # pragma: no cover - replaced by the overload inside compiled code
-    """Stored weight -> float32 (compiled code only)."""
-    raise NotImplementedError
+def load(w):
+    """Stored weight -> float32.
+
+    Compiled code uses the overload below; this Python body runs only where kernels run as
+    Python (the CUDA simulator), with numpy scalars.
+    """
+    if isinstance(w, np.uint16):
+        return np.float32(w.view(np.float16))
+    return np.float32(w)
 
 
-def scaled(w):  # pragma: no cover - replaced by the overload inside compiled code
-    """True when weights of this dtype carry per-column scales (compiled code only)."""
-    raise NotImplementedError
+def scaled(w):
+    """True when weights of this dtype carry per-column scales (int8).
+
+    A compile-time constant in compiled code (the overload below); the Python body serves
+    the CUDA simulator.
+    """
+    return isinstance(w, np.int8)
 
 
 @overload(load, inline="always")
