@@ -14,8 +14,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
+    ClusterError,
     DeviceError,
     InputError,
+    MissingDependencyError,
     ModelFormatError,
     ModelNotFoundError,
     NonFiniteError,
@@ -28,10 +30,12 @@ from .quantize import QuantizationError  # noqa: E402
 from .stream import ConcurrentUseError, Stream  # noqa: E402
 
 __all__ = [
+    "ClusterError",
     "ConcurrentUseError",
     "DeviceError",
     "InputError",
     "InputSpec",
+    "MissingDependencyError",
     "Model",
     "ModelFormatError",
     "ModelNotFoundError",
