@@ -99,7 +99,7 @@ def train(args) -> None:
     vocab = build_vocab(train_text + valid_text)
     index = {c: i for i, c in enumerate(vocab)}
     tr = np.array([index[c] for c in train_text], dtype=np.int64)
-    va = np.array([index[c] for c in valid_text], dtype=np.int64)
+    va = np.array([index[c] for c in valid_text[:args.valid_chars]], dtype=np.int64)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
@@ -159,6 +159,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=60)
+    p.add_argument("--valid-chars", type=int, default=None, help="score only this many held-out characters")
     p.add_argument("--export", metavar="TRNN", help="skip training; convert OUT/ckpt.pt to this .trnn file")
     args = p.parse_args(argv)
     if args.export:
