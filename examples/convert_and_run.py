@@ -45,9 +45,9 @@ def pytorch_model():
 def export_onnx(module, path: str) -> None:
     """Export with the TorchScript exporter, which writes ``nn.LSTM`` as one ONNX LSTM node;
     batch and time are dynamic so the file takes sequences of any length."""
-    import torch
-
     import warnings
+
+    import torch
 
     x = torch.zeros(1, 5, FEATURES)
     with warnings.catch_warnings():  # the tracer's notes on Python-side shape checks do not apply here
