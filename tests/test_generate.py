@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import subprocess
 import sys
 
@@ -202,6 +203,9 @@ def test_default_model(shipped):
     meta = shipped.metadata
     assert meta["name"] == "pydoc-char-lstm" and "pydoc_data.topics" in meta["corpus"]
     assert 0.5 < meta["valid_bits_per_char"] < 2.5
+    # shipped as int8 (issue 5's quality bar was measured before choosing): about 1 MB at most
+    assert shipped.dtype == "int8" and meta["quantization"] == {"scheme": "int8", "source_dtype": "float32"}
+    assert os.path.getsize(os.path.join(os.path.dirname(tinyrnn.__file__), "data", "pydoc-char-lstm.trnn")) < 1_000_000
     # the stated number is real: the first 8000 held-out characters score close to it
     bpc = bits_per_char(shipped, held_out_text()[:8000])
     assert abs(bpc - meta["valid_bits_per_char"]) < 0.2, (bpc, meta["valid_bits_per_char"])
