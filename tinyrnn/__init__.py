@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     UnsupportedModelError,
 )
 from .format import load, loads  # noqa: E402
+from .generate import default_model, generate  # noqa: E402  (the function shadows its module's name)
 from .model import InputSpec, Model  # noqa: E402
 from .quantize import QuantizationError  # noqa: E402
 from .stream import ConcurrentUseError, Stream  # noqa: E402
@@ -44,6 +45,8 @@ __all__ = [
     "Stream",
     "TinyRNNError",
     "UnsupportedModelError",
+    "default_model",
+    "generate",
     "load",
     "loads",
 ]

@@ -445,9 +445,59 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=_convert)
 
 
+# --- generate -------------------------------------------------------------------------------
+
+
+def _generate(args) -> int:
+    import time
+
+    from .generate import default_model, generate
+
+    t0 = time.perf_counter()
+    model = _load_model(args.model) if args.model else default_model()
+    pieces = generate(model, args.prompt, max_tokens=args.n, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    t1 = t_first = time.perf_counter()
+    count = 0
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+        count += 1
+        if count == 1:
+            t_first = time.perf_counter()
+    out.write("\n")
+    out.flush()
+    if args.stats:
+        t2 = time.perf_counter()
+        rate = f"{(count - 1) / (t2 - t_first):,.0f} tokens/s" if count > 1 and t2 > t_first else "n/a"
+        print(f"[{count} tokens: load {t1 - t0:.2f} s, prompt and first token {t_first - t1:.2f} s "
+              f"(includes compiling on a first run), then {rate}]", file=sys.stderr)
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="stream text from a text model (the shipped one by default)",
+                       description="Print the prompt, then text sampled one token at a time from a "
+                                   "language model, as it is produced.")
+    p.add_argument("prompt", nargs="?", default="", help="text to start from (default: a new document)")
+    p.add_argument("--model", "-m", help="a .trnn text model (default: the model shipped with tinyrnn)")
+    p.add_argument("-n", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--temperature", "-t", type=float, default=0.8,
+                   help="sampling temperature; 0 always takes the most likely token (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample only from the most likely tokens holding probability P (nucleus)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same text (default 0)")
+    p.add_argument("--stats", action="store_true", help="print timings and tokens/s to stderr at the end")
+    p.set_defaults(func=_generate)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-SUBCOMMANDS = [_add_info, _add_convert, _add_run, _add_score, _add_quantize, _add_bench]
+SUBCOMMANDS = [_add_info, _add_generate, _add_convert, _add_run, _add_score, _add_quantize, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
