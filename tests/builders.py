@@ -64,3 +64,17 @@ def random_state(rng, layer, B, scale=0.5):
     if layer.cell == "lstm":
         st[f"{layer.name}.c"] = rng.normal(0, scale, (B, D, H)).astype(np.float32)
     return st
+
+
+def random_text_model(rng, vocab, dim=4, hidden=6, cell="lstm", softmax=None):
+    """A character model (Embedding, one recurrent layer, Dense logits) over ``vocab``;
+    ``softmax="log"``/``"prob"`` appends a (log-)softmax layer."""
+    from tinyrnn.layers import Dense, Embedding, Softmax
+
+    V = len(vocab)
+    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (V, dim)).astype(np.float32)}, V, dim)
+    rec, _ = random_recurrent(rng, cell, dim, hidden, name="rec")
+    head = Dense("head", None, {"W": rng.normal(0, 1, (hidden, V)).astype(np.float32),
+                                "b": rng.normal(0, 0.1, V).astype(np.float32)}, hidden, V)
+    layers = [emb, rec, head] + ([Softmax("sm", None, log=softmax == "log")] if softmax else [])
+    return Model(layers, InputSpec.token_ids(V), vocab=list(vocab))

@@ -14,8 +14,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
+    ClusterError,
     DeviceError,
     InputError,
+    MissingDependencyError,
     ModelFormatError,
     ModelNotFoundError,
     NonFiniteError,
@@ -23,15 +25,18 @@ from .errors import (  # noqa: E402
     UnsupportedModelError,
 )
 from .format import load, loads  # noqa: E402
+from .generate import default_model, generate  # noqa: E402  (the function shadows its module's name)
 from .model import InputSpec, Model  # noqa: E402
 from .quantize import QuantizationError  # noqa: E402
 from .stream import ConcurrentUseError, Stream  # noqa: E402
 
 __all__ = [
+    "ClusterError",
     "ConcurrentUseError",
     "DeviceError",
     "InputError",
     "InputSpec",
+    "MissingDependencyError",
     "Model",
     "ModelFormatError",
     "ModelNotFoundError",
@@ -40,6 +45,8 @@ __all__ = [
     "Stream",
     "TinyRNNError",
     "UnsupportedModelError",
+    "default_model",
+    "generate",
     "load",
     "loads",
 ]

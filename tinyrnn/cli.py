@@ -47,10 +47,26 @@ def _add_info(sub) -> None:
 # --- run ------------------------------------------------------------------------------------
 
 
+def _many_files(args) -> bool:
+    """True for the many-files form: a pattern or folder in, a folder out, or a cluster named."""
+    many = (any(c in args.input for c in "*?[") or os.path.isdir(args.input) or os.path.isdir(args.output)
+            or args.output.endswith(("/", os.sep)))
+    if not many and (args.scheduler is not None or args.workers):
+        raise InputError(f"--workers and --scheduler run many files: give --input a quoted pattern or folder "
+                         f"and --output a folder, found --input {args.input!r} --output {args.output!r}")
+    return many
+
+
 def _run(args) -> int:
     import numpy as np
 
+    from .batching import check_batch_size, check_reduce, reduce_output
+
+    check_reduce(args.reduce)
+    check_batch_size(args.batch_size)
     model = _load_model(args.model)
+    if _many_files(args):
+        return _run_files(args, model)
     try:
         x = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -62,18 +78,181 @@ def _run(args) -> int:
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read lengths {args.lengths!r} as a .npy array: {e}") from None
     y = model.run(x, lengths=lengths)
+    if args.reduce is not None:
+        from .stream import check_input
+
+        _, batched = check_input(model, x, block=True)
+        if not batched:
+            y = reduce_output(y, args.reduce)
+        else:
+            lens = [y.shape[1]] * len(y) if lengths is None else np.asarray(lengths).tolist()
+            y = np.stack([reduce_output(y[i, :n], args.reduce) for i, n in enumerate(lens)]) if len(y) else \
+                np.zeros((0, *model.output_shape), np.float32)
     np.save(args.output, y)
     print(f"{args.input} {tuple(x.shape)} -> {args.output} {tuple(y.shape)}", file=sys.stderr)
     return 0
 
 
+def _input_files(pattern: str) -> list[str]:
+    import glob
+
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "*.npy")
+    paths = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    if not paths:
+        raise InputError(f"no input files match {pattern!r}")
+    return [os.path.abspath(p) for p in paths]
+
+
+def _output_pairs(paths: list[str], out_dir: str) -> list[tuple[str, str]]:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError(f"--output {out_dir!r} must be a folder when there are many inputs; it is a file")
+    out_dir = os.path.abspath(out_dir)
+    pairs, seen = [], {}
+    for p in paths:
+        dst = os.path.join(out_dir, os.path.basename(p))
+        if dst in seen:
+            raise InputError(f"inputs {seen[dst]!r} and {p!r} would both write {dst!r}; give inputs with "
+                             f"distinct file names")
+        if dst == p:
+            raise InputError(f"output {dst!r} would overwrite its input; choose another --output folder")
+        seen[dst] = p
+        pairs.append((p, dst))
+    os.makedirs(out_dir, exist_ok=True)
+    return pairs
+
+
+def _cluster_args(args) -> dict:
+    """``{"workers": N}`` or ``{"scheduler": ADDR}``; workers default to the CPU count."""
+    if args.scheduler is not None:
+        return {"scheduler": args.scheduler}
+    workers = args.workers if args.workers is not None else max(1, os.cpu_count() or 1)
+    if workers < 0:
+        raise InputError(f"--workers must be >= 0 (0: run in this process without Dask), found {workers}")
+    return {"workers": workers}
+
+
+def _show_progress(args) -> bool:
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+
+def _dask_job(args, model, build, inputs: list, per_task: int):
+    """Run ``build(model, bag_or_items, ...)`` on the cluster the arguments name; returns the
+    computed list. ``inputs`` are split into about ``per_task``-item partitions, at least
+    four per worker thread so every worker keeps busy and a lost task costs little."""
+    from . import dask as tdask
+
+    with tdask.connect(**_cluster_args(args)) as client:
+        threads = max(1, sum(client.nthreads().values()))
+        nparts = max(1, min(len(inputs), max(4 * threads, -(-len(inputs) // per_task))))
+        job = build(model, inputs, nparts)
+        return tdask.compute(client, job, progress=_show_progress(args))
+
+
+def _run_files(args, model) -> int:
+    from . import dask as tdask
+
+    pairs = _output_pairs(_input_files(args.input), args.output)
+    if args.workers == 0 and args.scheduler is None:
+        done = tdask.run_files(model, pairs, args.reduce, args.batch_size)
+    else:
+        done = _dask_job(args, model, lambda m, items, n: tdask.files(m, items, args.reduce, args.batch_size, n),
+                         pairs, per_task=64)
+    for src, dst, shape_in, shape_out in done:
+        print(f"{src} {shape_in} -> {dst} {shape_out}", file=sys.stderr)
+    print(f"{len(done)} files -> {os.path.abspath(args.output)}", file=sys.stderr)
+    return 0
+
+
+def _add_cluster_options(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, help="start a local Dask cluster of N worker processes (default: one per "
+                                               "CPU; 0 runs in this process without Dask)")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="sequences of similar length run together in one call (default 64)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw Dask's progress bar on stderr (default: when stderr is a terminal)")
+
+
 def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run a model over an input array (.npy) and save the outputs")
+    p = sub.add_parser("run", help="run a model over input arrays (.npy) and save the outputs",
+                       description="One file: --input IN.npy --output OUT.npy. Many files, on Dask: --input "
+                                   "'dir/*.npy' (or a folder) --output DIR writes DIR/<name>.npy for each input; "
+                                   "each file holds one sequence (T, F) / (T,) or a batch (B, T, F) / (B, T).")
     p.add_argument("model", help="path to a .trnn file")
-    p.add_argument("--input", "-i", required=True, help="input .npy: (T, F) / (B, T, F) floats or (T,) / (B, T) ids")
-    p.add_argument("--output", "-o", required=True, help="where to write the outputs (.npy)")
-    p.add_argument("--lengths", help="optional .npy of per-sequence lengths (B,) for a padded batch")
+    p.add_argument("--input", "-i", required=True,
+                   help="input .npy: (T, F) / (B, T, F) floats or (T,) / (B, T) ids; or a quoted pattern or folder")
+    p.add_argument("--output", "-o", required=True, help="where to write the outputs (.npy, or a folder)")
+    p.add_argument("--lengths", help="optional .npy of per-sequence lengths (B,) for a padded batch (one file)")
+    p.add_argument("--reduce", choices=["last", "mean"],
+                   help="keep only each sequence's last step, or the mean over its steps (default: every step)")
+    _add_cluster_options(p)
     p.set_defaults(func=_run)
+
+
+# --- score ----------------------------------------------------------------------------------
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {path!r} as UTF-8 text: {e}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line does not start another
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _score(args) -> int:
+    import math
+
+    from .batching import bits_per_character, check_batch_size, line_bits
+
+    check_batch_size(args.batch_size)
+    model = _load_model(args.model)
+    line_bits(model)  # refuse a model that is not a text model before reading the corpus
+    lines = _read_lines(args.text)
+    if args.workers == 0 and args.scheduler is None:
+        pairs = bits_per_character(model, lines, args.batch_size, first=1)  # errors name lines from 1
+    else:
+        from . import dask as tdask
+
+        def build(m, items, n):
+            import dask.bag as db
+
+            return tdask.line_bits(m, db.from_sequence(items, npartitions=n), args.batch_size)
+
+        pairs = _dask_job(args, model, build, lines, per_task=2048)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for bits, chars in pairs:
+            out.write(f"{bits / chars:.6f}\n" if chars else "nan\n")
+    finally:
+        if args.output:
+            out.close()
+    bits = sum(b for b, _ in pairs)
+    chars = sum(c for _, c in pairs)
+    overall = f"{bits / chars:.4f} bits per character" if chars else "nothing to predict"
+    print(f"{args.text}: {len(lines):,} lines, {chars:,} characters scored: {overall}"
+          + ("" if chars == 0 else f" ({bits / math.log2(math.e) / chars:.4f} nats)"), file=sys.stderr)
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="bits per character of each line of a text file under a text model",
+                       description="Prints one number per line of TEXT: the model's cross-entropy in bits "
+                                   "per character of that line (each character predicted from the ones "
+                                   "before it, after a line break when the vocabulary has one; 'nan' for a "
+                                   "line with nothing to predict), then the corpus total on stderr. Runs "
+                                   "on Dask like 'tinyrnn run' with many files.")
+    p.add_argument("model", help="path to a .trnn text model (with a vocabulary)")
+    p.add_argument("text", help="UTF-8 text file, one item per line")
+    p.add_argument("--output", "-o", help="write the per-line numbers here instead of stdout")
+    _add_cluster_options(p)
+    p.set_defaults(func=_score)
 
 
 # --- quantize -------------------------------------------------------------------------------
@@ -266,9 +445,59 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=_convert)
 
 
+# --- generate -------------------------------------------------------------------------------
+
+
+def _generate(args) -> int:
+    import time
+
+    from .generate import default_model, generate
+
+    t0 = time.perf_counter()
+    model = _load_model(args.model) if args.model else default_model()
+    pieces = generate(model, args.prompt, max_tokens=args.n, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    t1 = t_first = time.perf_counter()
+    count = 0
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+        count += 1
+        if count == 1:
+            t_first = time.perf_counter()
+    out.write("\n")
+    out.flush()
+    if args.stats:
+        t2 = time.perf_counter()
+        rate = f"{(count - 1) / (t2 - t_first):,.0f} tokens/s" if count > 1 and t2 > t_first else "n/a"
+        print(f"[{count} tokens: load {t1 - t0:.2f} s, prompt and first token {t_first - t1:.2f} s "
+              f"(includes compiling on a first run), then {rate}]", file=sys.stderr)
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="stream text from a text model (the shipped one by default)",
+                       description="Print the prompt, then text sampled one token at a time from a "
+                                   "language model, as it is produced.")
+    p.add_argument("prompt", nargs="?", default="", help="text to start from (default: a new document)")
+    p.add_argument("--model", "-m", help="a .trnn text model (default: the model shipped with tinyrnn)")
+    p.add_argument("-n", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--temperature", "-t", type=float, default=0.8,
+                   help="sampling temperature; 0 always takes the most likely token (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample only from the most likely tokens holding probability P (nucleus)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same text (default 0)")
+    p.add_argument("--stats", action="store_true", help="print timings and tokens/s to stderr at the end")
+    p.set_defaults(func=_generate)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-SUBCOMMANDS = [_add_info, _add_convert, _add_run, _add_quantize, _add_bench]
+SUBCOMMANDS = [_add_info, _add_generate, _add_convert, _add_run, _add_score, _add_quantize, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

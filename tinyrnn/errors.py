@@ -35,3 +35,11 @@ class DeviceError(TinyRNNError, RuntimeError):
 
 class NonFiniteError(InputError):
     """A NaN or infinity reached a stream created with ``check_finite=True``."""
+
+
+class MissingDependencyError(TinyRNNError, ImportError):
+    """An optional package a feature needs is not installed (the message says which extra)."""
+
+
+class ClusterError(TinyRNNError, ConnectionError):
+    """A Dask cluster cannot be reached or started (the message names the address)."""
