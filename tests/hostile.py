@@ -37,7 +37,15 @@ def sample_models(seed: int = 7) -> dict[str, Model]:
     fc = Dense("fc", None, {"W": rng.normal(0, 1, (3, 2)).astype(np.float32),
                             "b": rng.normal(0, 1, 2).astype(np.float32)}, 3, 2)
     feats = Model([rnn, fc, Activation("act", None, "leakyrelu", 0.1)], InputSpec.features(2))
-    return {"text": text, "features_int8": feats.quantize("int8"), "text_fp16": text.quantize("fp16")}
+    out = {"text": text, "features_int8": feats.quantize("int8"), "text_fp16": text.quantize("fp16")}
+    try:  # the graph layers (a Silero-like model's), where present
+        from tinyrnn.graph_layers import Concat, Pad, Reduce, Reshape, Slice
+    except ImportError:  # pragma: no cover - a tree without them
+        return out
+    graph = [Slice("a", ["input"], 1, 1, 5, 2), Slice("b", ["input"], 1, 0, 2), Concat("c", ["b", "a", "b"], 1),
+             Reshape("y", ["c"], (4, 9)), Pad("p", ["y"], 1, 1, 1, "constant"), Reduce("r", ["p"], "mean", 1, False)]
+    out["graph"] = Model(graph, InputSpec.features(6, 5))
+    return out
 
 
 def sample_files(seed: int = 7) -> dict[str, bytes]:

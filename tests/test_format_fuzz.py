@@ -100,6 +100,8 @@ def test_one_header_node_lies(name, where, value, delete, in_arch):
     header, arch, data = hostile.split(files()[name])
     root = {"h": header, "a": arch}["a" if in_arch else "h"]
     spots = hostile.paths(root)
+    if not spots:  # a model without tensors has an empty header
+        return
     path = spots[where % len(spots)]
     try:
         hostile.set_path(root, path, value, delete=delete)
