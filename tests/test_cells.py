@@ -40,8 +40,7 @@ VARIANTS = {
     "gru-lbr-activations": ("gru", {"linear_before_reset": True, "activations": [["sigmoid"], ["softsign"]]}),
 }
 
-# B = 6 streams: the kernels step streams four at a time while all four are active, one
-# at a time otherwise; LENGTHS makes both happen (and padding) within one run.
+# Six streams with ragged lengths: full, padded and empty steps side by side in one run.
 I, H, B, T = 4, 5, 6, 7
 LENGTHS = np.array([T, 4, T, T, T, 1])
 
@@ -109,8 +108,8 @@ def test_long_sequence_crosses_hoisting_chunks(rng):
 
 
 @pytest.mark.parametrize("variant", ["lstm-peepholes", "lstm-proj", "gru", "gru-lbr", "rnn-tanh"])
-def test_wide_layers_take_register_tiles(rng, variant):
-    """Sizes where every product runs through 4-row register tiles plus a ragged tail."""
+def test_wide_layers_match_oracle(rng, variant):
+    """Sizes where products run through register tiles plus a ragged tail of columns."""
     cell, opts = VARIANTS[variant]
     if "proj" in opts:
         opts = dict(opts, proj=20)

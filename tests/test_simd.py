@@ -6,24 +6,24 @@ import numpy as np
 import pytest
 from numba import njit
 
-from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc, _product
-from tinyrnn.backends.simd import LANES, tile_matvec
+from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc
+from tinyrnn.backends.simd import LANES, tile_matmat4, tile_matvec
 
 
 @njit(**KERNEL)
 def _acc(src, M, dst, col0, ncols):
-    _matvec_acc(src, 0, 1, M, dst, 1, 0, col0, ncols, False)
+    _matvec_acc(src, 0, 1, M, dst, 1, 0, col0, ncols)
 
 
 @njit(**KERNEL)
-def _acc4(src, M, scale, dst, col0, ncols, fresh):
+def _tiles4(src, M, dst, col0, ncols):
     # rows src[r, 1] -> dst[1, r] for r < 4: strides on both axes of both arrays
-    _product(src, 0, 1, 1, 0, 4, M, scale, dst, 1, 0, 0, 1, col0, ncols, False, fresh)
+    return tile_matmat4(src, 0, 1, 1, 0, M, dst, 1, 0, 0, 1, col0, ncols)
 
 
 @njit(**KERNEL)
-def _acc1(src, r, M, scale, dst, col0, ncols, tiled):
-    _product(src, r, 1, 0, 0, 1, M, scale, dst, 1, r, 0, 0, col0, ncols, tiled, True)
+def _tiles1(src, r, M, dst, col0, ncols):
+    return tile_matvec(src, r, 1, 0, 0, M, dst, 1, r, 0, 0, col0, ncols)
 
 
 @njit(**KERNEL)
@@ -70,33 +70,27 @@ def test_tiles_leave_the_tail_to_the_caller(rng):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
 @pytest.mark.parametrize("rows, cols, col0, n", SHAPES)
-def test_four_rows_share_weights_and_match_numpy(rng, dtype, rows, cols, col0, n):
+def test_four_row_tiles_match_numpy(rng, dtype, rows, cols, col0, n):
+    """tile_matmat4: four rows share each weight load; it does whole vectors of columns only."""
     src = rng.normal(size=(4, 2, rows)).astype(np.float32)
     stored, dense = _weights(rng, dtype, (rows, cols))
-    scale = rng.uniform(0.5, 2, cols).astype(np.float32)
-    eff = dense * scale if dtype == "int8" else dense  # int8 products take their scales
     dst = rng.normal(size=(2, 4, cols)).astype(np.float32)
     ref = dst.astype(np.float64)
-    ref[1, :, col0:col0 + n] = src[:, 1].astype(np.float64) @ eff[:, col0:col0 + n]
-    _acc4(src, stored, scale, dst, col0, n, True)
+    done = _tiles4(src, stored, dst, col0, n)
+    assert done == n // LANES * LANES
+    ref[1, :, col0:col0 + done] += src[:, 1].astype(np.float64) @ dense[:, col0:col0 + done]
     np.testing.assert_allclose(dst, ref, rtol=1e-5, atol=1e-4 * max(1, rows) ** 0.5)
-    if dtype != "int8":  # accumulating adds the raw product (callers accumulate unscaled weights only)
-        _acc4(src, stored, scale, dst, col0, n, False)
-        want = ref.copy()
-        want[1, :, col0:col0 + n] *= 2
-        np.testing.assert_allclose(dst, want, rtol=1e-5, atol=2e-4 * max(1, rows) ** 0.5)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_grouping_does_not_change_a_row(rng, dtype):
-    """A row computed with three others gives the bits of the same row alone, tiled."""
-    rows, cols = 40, 200  # 12 800 weights: tiles plus an 8-column tail
+    """A row computed with three others gives the bits of the same row alone."""
+    rows, cols = 40, 200
     src = rng.normal(size=(4, 2, rows)).astype(np.float32)
     stored, _ = _weights(rng, dtype, (rows, cols))
-    scale = rng.uniform(0.5, 2, cols).astype(np.float32)
     grouped = np.zeros((2, 4, cols), np.float32)
-    _acc4(src, stored, scale, grouped, 0, cols, True)
+    _tiles4(src, stored, grouped, 0, cols)
     for r in range(4):
         alone = np.zeros((2, 4, cols), np.float32)
-        _acc1(src, r, stored, scale, alone, 0, cols, True)
+        _tiles1(src, r, stored, alone, 0, cols)
         np.testing.assert_array_equal(alone[1, r], grouped[1, r])

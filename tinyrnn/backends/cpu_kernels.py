@@ -32,7 +32,7 @@ from numba import njit
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_STD, CFG_YOFF
-from .simd import SMALL, tile_matmat4, tile_matvec
+from .simd import SMALL, tile_matvec
 from .weights import load, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
@@ -57,6 +57,16 @@ def work_size(B: int, T: int, G: int, H: int, Hr: int) -> int:
 # Inside the time loop nothing creates an array view: numba reference-counts every view
 # with atomic increments and decrements, which cost more than the arithmetic of a small
 # cell. The helpers take whole arrays and indices instead.
+
+
+@njit(**HELPER)
+def _vecmat(v, M, out):
+    """out[:] = v @ M with M read through ``load``; no scale applied (outside hot loops)."""
+    out[:] = 0.0
+    for i in range(v.shape[0]):
+        vi = v[i]
+        for j in range(out.shape[0]):
+            out[j] += vi * load(M[i, j])
 
 
 @njit(**HELPER)
@@ -92,16 +102,16 @@ def _rows_acc(src, s0, s1, M, dst, d0, d1, col0, end):
 
 
 @njit(**HELPER)
-def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols, tiled):
+def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
     """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols].
 
-    A matrix small enough to sit in L1 (or any matrix when ``tiled``) goes through
-    register tiles (``simd.tile_matvec``, 2x faster at 32 x 128) for all but its last few
-    columns; larger ones take the row-wise loop. The two calls of ``_rows_acc`` stay
-    separate: sharing one loop with a start column that depends on the tiles slowed the
-    large case 4x (LLVM then vectorised it worse).
+    A matrix small enough to sit in L1 goes through register tiles
+    (``simd.tile_matvec``, 2x faster at 32 x 128) for all but its last few columns;
+    larger ones take the row-wise loop. The two calls of ``_rows_acc`` stay separate:
+    sharing one loop with a start column that depends on the tiles slowed the large
+    case 4x (LLVM then vectorised it worse).
     """
-    if tiled or M.shape[0] * ncols <= SMALL:
+    if M.shape[0] * ncols <= SMALL:
         done = tile_matvec(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
         _rows_acc(src, s0, s1, M, dst, d0, d1, col0 + done, col0 + ncols)
     else:
@@ -109,149 +119,51 @@ def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols, tiled):
 
 
 @njit(**HELPER)
-def _matmat4_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols):
-    """Four rows at once: dst[d0 + r*dd0, d1 + r*dd1, cols] += src[s0 + r*ds0, s1 + r*ds1, :] @ M.
-
-    Each weight is loaded once for four rows, so the product runs at 2-3x the speed of
-    four single rows and is no longer bound by the weights' bytes. Per element the
-    arithmetic is the tiled single row's (the same fused multiply-adds in the same
-    order), so grouping never changes a result: only the choice between tiles and the
-    row-wise loop for large matrices does.
-    """
-    done = tile_matmat4(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols)
-    if done < ncols:
-        for r in range(4):
-            _rows_acc(src, s0 + r * ds0, s1 + r * ds1, M, dst, d0 + r * dd0, d1 + r * dd1,
-                      col0 + done, col0 + ncols)
-
-
-def _product_rows(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, ncols, tiled, fresh):
-    """See ``_product``."""
-    if fresh:
-        for r in range(nb):
-            for j in range(col0, col0 + ncols):
-                dst[d0 + r * dd0, d1 + r * dd1, j] = 0.0
-    if nb == 4:
-        _matmat4_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols)
-    else:
-        _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols, tiled)
-    if fresh and scaled(M[0, 0]):
-        for r in range(nb):
-            for j in range(col0, col0 + ncols):
-                dst[d0 + r * dd0, d1 + r * dd1, j] *= scale[j]
-
-
-_product_rows = njit(**KERNEL)(_product_rows)
-
-
-@njit(**HELPER)
-def _product(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, ncols, tiled, fresh):
-    """Row r < nb (1 or 4) of dst = (or +=, unless ``fresh``) row r of src @ M[:, cols].
-
-    Row r reads src[s0 + r*ds0, s1 + r*ds1, :] and writes dst[d0 + r*dd0, d1 + r*dd1, cols].
-    A ``fresh`` product overwrites and applies int8 scales; an accumulating one adds the
-    raw product (callers use it for unscaled M only). ``tiled`` forces register tiles for
-    a single row of a large M, so that row's bits match a grouped row's.
-
-    This wrapper is inlined and only widens its integer arguments: numba compiles a
-    separate specialization of a function for every literal argument it is called with,
-    and the call sites here pass a dozen different literal strides (that doubled the
-    compile time of a kernel). ``_product_rows`` is then compiled once per array types.
-    """
-    _product_rows(src, np.int64(s0), np.int64(s1), np.int64(ds0), np.int64(ds1), np.int64(nb), M, scale,
-                  dst, np.int64(d0), np.int64(d1), np.int64(dd0), np.int64(dd1), np.int64(col0),
-                  np.int64(ncols), np.bool_(tiled), np.bool_(fresh))
-
-
-@njit(**HELPER)
-def _product_one(src, s0, s1, M, scale, dst, d0, d1, col0, ncols, fresh):
-    """``_product`` of a single row, inlined where it is called."""
-    if fresh:
-        for j in range(col0, col0 + ncols):
-            dst[d0, d1, j] = 0.0
-    _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols, False)
-    if fresh and scaled(M[0, 0]):
+def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
+    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M)."""
+    for j in range(col0, col0 + ncols):
+        dst[d0, d1, j] = 0.0
+    _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols)
+    if scaled(M[0, 0]):
         for j in range(col0, col0 + ncols):
             dst[d0, d1, j] *= scale[j]
 
 
 @njit(**HELPER)
-def _product_step(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, ncols, fresh):
-    """``_product`` at a per-step site of the recurrence.
-
-    One row is inlined: a call to a separate function costs reference-count updates on
-    every array it passes, a quarter of the step of a 16-unit cell. Four rows (batched
-    streams) call the shared out-of-line copy, whose call cost is spread over four
-    streams; inlining the four-row tiles at every site too doubled the compile time.
-    """
-    if nb == 1:
-        _product_one(src, s0, s1, M, scale, dst, d0, d1, col0, ncols, fresh)
-    else:
-        _product(src, s0, s1, ds0, ds1, nb, M, scale, dst, d0, d1, dd0, dd1, col0, ncols, False, fresh)
-
-
-@njit(**HELPER)
-def _add_bias(gx, b, k, nb, db, dk, bias):
-    for r in range(nb):
-        for j in range(bias.shape[0]):
-            gx[b + r * db, k + r * dk, j] += bias[j]
-
-
-@njit(**HELPER)
 def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
-    """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows.
-
-    Four time steps share each weight load. Every row takes the tiled arithmetic, grouped
-    or not, so a row's bits do not depend on where the chunk boundaries fall.
-    """
+    """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows."""
     B, T, _ = x.shape
     GH = gx.shape[2]
-    dt = -1 if reverse else 1
     for b in range(B):
-        k = 0
-        while k < n:
+        for k in range(n):
             t = _time(s0 + k, T, reverse)
-            # steps t .. t+3*dt are all valid iff the latest of them is
-            if k + 4 <= n and max(t, t + 3 * dt) < lengths[b]:
-                _product(x, b, t, 0, dt, 4, Wd, sW, gx, b, k, 0, 1, 0, GH, True, True)
-                _add_bias(gx, b, k, 4, 0, 1, bias)
-                k += 4
+            if t >= lengths[b]:
                 continue
-            if t < lengths[b]:
-                _product(x, b, t, 0, 0, 1, Wd, sW, gx, b, k, 0, 0, 0, GH, True, True)
-                _add_bias(gx, b, k, 1, 0, 0, bias)
-            k += 1
+            _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+            for j in range(GH):
+                gx[b, k, j] += bias[j]
 
 
 @njit(**HELPER)
-def _group(lengths, t, b, B):
-    """How many streams from b on take the next step together: 4 if all are active, else 1."""
-    if b + 4 <= B and t < lengths[b] and t < lengths[b + 1] and t < lengths[b + 2] and t < lengths[b + 3]:
-        return 4
-    return 1
-
-
-@njit(**HELPER)
-def _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, nb, fused):
-    """Complete gx[b:b+nb, k, :] into every gate's pre-activation for step t.
+def _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused):
+    """Complete gx[b, k, :] into every gate's pre-activation for step t of stream b.
 
     Hoisted (``fused`` False): gx already holds x·W + bias. Fused: the input product is
-    computed here, per step, with the hoist's arithmetic, so a stream gives the same bits
-    whichever path its steps take (for matrices up to ``SMALL``; larger ones agree to
-    rounding). Then h·R is added (through ``acc`` when an int8 R needs its scales). Four
-    streams (``nb`` 4) share each weight load.
+    computed here, per step, with exactly the hoist's arithmetic, so a stream gives the
+    same bits whichever path its steps take. Then h·R is added (through ``acc`` when an
+    int8 R needs its scales).
     """
     GH = gx.shape[2]
     if fused:
-        _product_step(x, b, t, 1, 0, nb, Wd, sW, gx, b, k, 1, 0, 0, GH, True)
-        _add_bias(gx, b, k, nb, 1, 0, bias)
+        _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+        for j in range(GH):
+            gx[b, k, j] += bias[j]
     if scaled(Rd[0, 0]):
-        _product_step(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, GH, True)
-        for r in range(nb):
-            for j in range(GH):
-                gx[b + r, k, j] += acc[b + r, 0, j]
+        _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
+        for j in range(GH):
+            gx[b, k, j] += acc[b, 0, j]
     else:
-        _product_step(h, b, d, 1, 0, nb, Rd, sR, gx, b, k, 1, 0, 0, GH, False)
+        _matvec_acc(h, b, d, Rd, gx, b, k, 0, GH)
 
 
 @njit(**HELPER)
@@ -354,21 +266,16 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
             _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
-            b = 0
-            while b < B:
-                nb = _group(lengths, t, b, B)
-                if nb == 1 and t >= lengths[b]:
+            for b in range(B):
+                if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
-                    b += 1
                     continue
-                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, nb, fused)
-                for bb in range(b, b + nb):
-                    if std:
-                        _rnn_units(gx, k, bb, d, f, bound, h, True)
-                    else:
-                        _rnn_units(gx, k, bb, d, f, bound, h, False)
-                    _emit(h, bb, d, y, t, y_off, Hr)
-                b += nb
+                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                if std:
+                    _rnn_units(gx, k, b, d, f, bound, h, True)
+                else:
+                    _rnn_units(gx, k, b, d, f, bound, h, False)
+                _emit(h, b, d, y, t, y_off, Hr)
 
 
 @njit(**KERNEL)
@@ -410,28 +317,21 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
             _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
-            b = 0
-            while b < B:
-                nb = _group(lengths, t, b, B)
-                if nb == 1 and t >= lengths[b]:
+            for b in range(B):
+                if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
-                    b += 1
                     continue
-                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, nb, fused)
-                for bb in range(b, b + nb):
-                    if std:
-                        _lstm_units(gx, k, bb, d, c, m, peep, fa, ga, ha, bound, coupled, True)
-                    else:
-                        _lstm_units(gx, k, bb, d, c, m, peep, fa, ga, ha, bound, coupled, False)
-                if has_proj:
-                    _product(m, b, 0, 1, 0, nb, Pd, sP, h, b, d, 1, 0, 0, Hr, False, True)
+                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                if std:
+                    _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, True)
                 else:
-                    for bb in range(b, b + nb):
-                        for j in range(H):
-                            h[bb, d, j] = m[bb, 0, j]
-                for bb in range(b, b + nb):
-                    _emit(h, bb, d, y, t, y_off, Hr)
-                b += nb
+                    _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, False)
+                if has_proj:
+                    _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
+                else:
+                    for j in range(H):
+                        h[b, d, j] = m[b, 0, j]
+                _emit(h, b, d, y, t, y_off, Hr)
 
 
 @njit(**KERNEL)
@@ -467,40 +367,32 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
         _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
-            b = 0
-            while b < B:
-                nb = _group(lengths, t, b, B)
-                if nb == 1 and t >= lengths[b]:
+            for b in range(B):
+                if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
-                    b += 1
                     continue
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
-                    _product_step(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, GH, True)
-                    for bb in range(b, b + nb):
-                        if std:
-                            _gru_gates_lbr(gx, k, acc, bb, rbh, fa, bound, True)
-                        else:
-                            _gru_gates_lbr(gx, k, acc, bb, rbh, fa, bound, False)
+                    _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
+                    if std:
+                        _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, True)
+                    else:
+                        _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, False)
                 else:
                     # z and r first, then (r * h)·Rh
-                    _product_step(h, b, d, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 0, 2 * H, True)
-                    for bb in range(b, b + nb):
-                        if std:
-                            _gru_gates_zr(gx, k, acc, bb, d, h, rh, fa, bound, True)
-                        else:
-                            _gru_gates_zr(gx, k, acc, bb, d, h, rh, fa, bound, False)
-                    _product_step(rh, b, 0, 1, 0, nb, Rd, sR, acc, b, 0, 1, 0, 2 * H, H, True)
-                    for bb in range(b, b + nb):
-                        for j in range(H):
-                            acc[bb, 0, H + j] = gx[bb, k, 2 * H + j] + acc[bb, 0, 2 * H + j]
-                for bb in range(b, b + nb):
+                    _matvec(h, b, d, Rd, sR, acc, b, 0, 0, 2 * H)
                     if std:
-                        _gru_units(acc, bb, d, ga, bound, h, True)
+                        _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, True)
                     else:
-                        _gru_units(acc, bb, d, ga, bound, h, False)
-                    _emit(h, bb, d, y, t, y_off, Hr)
-                b += nb
+                        _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, False)
+                    _matvec(rh, b, 0, Rd, sR, acc, b, 0, 2 * H, H)
+                    for j in range(H):
+                        acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
+                if std:
+                    _gru_units(acc, b, d, ga, bound, h, True)
+                else:
+                    _gru_units(acc, b, d, ga, bound, h, False)
+                _emit(h, b, d, y, t, y_off, Hr)
 
 
 # --- feed-forward kernels ---------------------------------------------------------------
@@ -513,14 +405,10 @@ def dense(x, W, bias, scale, y):
     O = y.shape[1]
     x3 = x.reshape((N, 1, I))
     y3 = y.reshape((N, 1, O))
-    n = 0
-    while n < N:
-        nb = 4 if n + 4 <= N else 1  # four rows share each weight load
-        _product(x3, n, 0, 1, 0, nb, W, scale, y3, n, 0, 1, 0, 0, O, False, True)
-        for r in range(n, n + nb):
-            for o in range(O):
-                y3[r, 0, o] += bias[o]
-        n += nb
+    for n in range(N):
+        _matvec(x3, n, 0, W, scale, y3, n, 0, 0, O)
+        for o in range(O):
+            y3[n, 0, o] += bias[o]
 
 
 @njit(**KERNEL)

@@ -13,6 +13,12 @@ It pays while ``M`` sits in L1; for large matrices walking down columns defeats 
 prefetchers, so callers use it below ``SMALL`` weights and keep the row-wise numba loop
 otherwise. Weights may be float32, float16 bits (uint16) or int8, widened in registers;
 int8 scales are the caller's business, as everywhere.
+
+``tile_matmat4`` does the same for four rows sharing each weight load (four streams, or
+four time steps of a hoisted input product). It reached 2-3x a single row's speed on an
+AVX-512 machine, but on the AVX2 machine the kernels were last measured on, wiring it into
+the kernels made small per-sample cells up to 2x slower and compile 40% longer for no gain
+at batch 64, so the kernels do not use it yet (benchmarks/RESULTS.md has the numbers).
 """
 
 from __future__ import annotations
