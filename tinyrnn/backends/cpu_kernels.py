@@ -26,6 +26,8 @@ before a kernel sees it.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit
 
@@ -234,6 +236,29 @@ def _gru_units(acc, b, d, ga, bound, h, std):
         h[b, d, j] = gru_unit(acc[b, 0, j], acc[b, 0, H + j], h[b, d, j], ga, bound, std)
 
 
+def _outlined(helper, name):
+    """An out-of-line (not numba-inlined) copy of an inline helper, for a rare path.
+
+    The unit loops are inlined twice per kernel: once with the default activations
+    (``std`` True), which the hot path needs inlined, and once with any ONNX activation.
+    Inlining at numba's level re-types the whole helper at each site, and that typing is
+    most of a kernel's compile time; the generic copy runs once per step over all units,
+    so a call costs nothing that matters and compiling it once saves seconds per kernel.
+    """
+    fn = helper.py_func
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = fn.__doc__
+    return njit(**KERNEL)(copy)
+
+
+_rnn_units_any = _outlined(_rnn_units, "_rnn_units_any")
+_lstm_units_any = _outlined(_lstm_units, "_lstm_units_any")
+_gru_gates_lbr_any = _outlined(_gru_gates_lbr, "_gru_gates_lbr_any")
+_gru_gates_zr_any = _outlined(_gru_gates_zr, "_gru_gates_zr_any")
+_gru_units_any = _outlined(_gru_units, "_gru_units_any")
+
+
 # --- recurrent kernels ------------------------------------------------------------------
 
 
@@ -274,7 +299,7 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                 if std:
                     _rnn_units(gx, k, b, d, f, bound, h, True)
                 else:
-                    _rnn_units(gx, k, b, d, f, bound, h, False)
+                    _rnn_units_any(gx, k, b, d, f, bound, h, False)
                 _emit(h, b, d, y, t, y_off, Hr)
 
 
@@ -325,7 +350,7 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
                 if std:
                     _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, True)
                 else:
-                    _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, False)
+                    _lstm_units_any(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, False)
                 if has_proj:
                     _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
                 else:
@@ -377,21 +402,21 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                     if std:
                         _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, True)
                     else:
-                        _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, False)
+                        _gru_gates_lbr_any(gx, k, acc, b, rbh, fa, bound, False)
                 else:
                     # z and r first, then (r * h)·Rh
                     _matvec(h, b, d, Rd, sR, acc, b, 0, 0, 2 * H)
                     if std:
                         _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, True)
                     else:
-                        _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, False)
+                        _gru_gates_zr_any(gx, k, acc, b, d, h, rh, fa, bound, False)
                     _matvec(rh, b, 0, Rd, sR, acc, b, 0, 2 * H, H)
                     for j in range(H):
                         acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
                 if std:
                     _gru_units(acc, b, d, ga, bound, h, True)
                 else:
-                    _gru_units(acc, b, d, ga, bound, h, False)
+                    _gru_units_any(acc, b, d, ga, bound, h, False)
                 _emit(h, b, d, y, t, y_off, Hr)
 
 
