@@ -225,6 +225,23 @@ class Builder:
         self.by_name[layer.name] = layer
         return layer.name
 
+    def settle_roles(self) -> None:
+        """Input axes no layer bound are batch-first by default: p0 is B, p1 is T."""
+        for p in ("p0", "p1"):
+            if p not in self.roles:
+                self.roles[p] = "B" if "B" not in self.roles.values() else "T"
+
+    def needed_by(self, output: str) -> list:
+        """The layers ``output`` depends on, in the order they were added."""
+        need, stack = set(), [output]
+        while stack:
+            n = stack.pop()
+            if n in need or n == "input":
+                continue
+            need.add(n)
+            stack.extend(self.by_name[n].inputs)
+        return [layer for layer in self.layers if layer.name in need]
+
     def role(self, atom):
         """``"B"``/``"T"`` for a bound placeholder, the atom itself otherwise."""
         return self.roles.get(atom, atom) if isinstance(atom, str) else atom

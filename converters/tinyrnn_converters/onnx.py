@@ -324,19 +324,9 @@ class Importer:
             if not rec:
                 raise UnsupportedModelError(f"{self.where}: the graph computes no per-step output")
             out_name, out_val, output = None, None, rec[-1].name
-        # roles of the input axes: bound by recurrent layers, or batch-first by default
-        free = [p for p in ("p0", "p1") if p not in b.roles]
-        for p in free:
-            b.roles[p] = "B" if "B" not in b.roles.values() else "T"
-        # keep only the layers the output needs
-        need, stack = set(), [output]
-        while stack:
-            n = stack.pop()
-            if n in need or n == "input":
-                continue
-            need.add(n)
-            stack.extend(b.by_name[n].inputs)
-        layers = [l for l in b.layers if l.name in need]
+        b.settle_roles()  # roles of the input axes: bound by recurrent layers, or batch-first
+        layers = b.needed_by(output)  # keep only the layers the output needs
+        need = {layer.name for layer in layers}
         if "input" not in {i for l in layers for i in l.inputs}:
             raise UnsupportedModelError(f"{self.where}: the output does not depend on the input {data!r}")
         d_in = self.env[data] if isinstance(self.env.get(data), Dyn) else None

@@ -391,7 +391,7 @@ def _from_fx(module) -> Model:
             x_in = env.get("__input__")
             if x_in is None or not layers:
                 raise _FxUnsupported("no supported module reads the input")
-            return _finish_fx(module, layers, b, x_in, y)
+            return _finish_fx(module, b, x_in, y)
         else:
             target = getattr(node.target, "__name__", str(node.target))
             raise _FxUnsupported(f"{node.op} {target} ({node.format_node()}) is not supported")
@@ -412,18 +412,9 @@ def _typed_input(mod, node):
     return Dyn("input", [("p0",), ("p1",), (0,)], (int(size),))
 
 
-def _finish_fx(module, layers, b, x_in, y) -> Model:
-    for p in ("p0", "p1"):
-        if p not in b.roles:
-            b.roles[p] = "B" if "B" not in b.roles.values() else "T"
-    need, stack = set(), [y.src]
-    while stack:
-        n = stack.pop()
-        if n in need or n == "input":
-            continue
-        need.add(n)
-        stack.extend(b.by_name[n].inputs)
-    kept = [layer for layer in layers if layer.name in need]
+def _finish_fx(module, b, x_in, y) -> Model:
+    b.settle_roles()
+    kept = b.needed_by(y.src)
     first = next(layer for layer in kept if "input" in layer.inputs)
     meta = _meta(module, "torch.fx")
     meta["torch"] = {"input_axes": [b.roles[a[0]] for a in x_in.axes[:2]] + (["F"] if x_in.dtype == "float" else []),
