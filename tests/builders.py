@@ -7,7 +7,7 @@ import numpy as np
 
 import oracle
 from tinyrnn import InputSpec, Model
-from tinyrnn.layers import Recurrent
+from tinyrnn.layers import Dense, Embedding, Recurrent, Softmax
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -78,3 +78,17 @@ def random_text_model(rng, vocab, dim=4, hidden=6, cell="lstm", softmax=None):
                                 "b": rng.normal(0, 0.1, V).astype(np.float32)}, hidden, V)
     layers = [emb, rec, head] + ([Softmax("sm", None, log=softmax == "log")] if softmax else [])
     return Model(layers, InputSpec.token_ids(V), vocab=list(vocab))
+
+
+def layered_text_model(rng, metadata=None):
+    """A token model with one of most options: Embedding, LSTM (peepholes, projection),
+    GRU (linear_before_reset, clip, custom activations), Dense and Softmax; vocabulary of 5."""
+    V = 5
+    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (V, 3)).astype(np.float32)}, V, 3)
+    lstm, _ = random_recurrent(rng, "lstm", 3, 4, name="lstm", peepholes=True, proj=2)
+    gru, _ = random_recurrent(rng, "gru", 2, 3, name="gru", linear_before_reset=True, clip=3.0,
+                              activations=[["hardsigmoid", 0.3, 0.4], ["softsign"]])
+    head = Dense("head", None, {"W": rng.normal(0, 1, (3, V)).astype(np.float32),
+                                "b": np.zeros(V, np.float32)}, 3, V)
+    return Model([emb, lstm, gru, head, Softmax("probs", None)], InputSpec.token_ids(V),
+                 vocab=["a", "b", "c", " ", "ab"], metadata=dict(metadata or {}))

@@ -16,23 +16,15 @@ import warnings
 import numpy as np
 
 import tinyrnn
-from builders import random_recurrent
+from builders import layered_text_model, random_recurrent
 from tinyrnn import InputSpec, Model
-from tinyrnn.layers import Activation, Dense, Embedding, Softmax
+from tinyrnn.layers import Activation, Dense
 
 
 def sample_models(seed: int = 7) -> dict[str, Model]:
     """Small models covering every layer kind, option and stored dtype."""
     rng = np.random.default_rng(seed)
-    V = 5
-    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (V, 3)).astype(np.float32)}, V, 3)
-    lstm, _ = random_recurrent(rng, "lstm", 3, 4, name="lstm", peepholes=True, proj=2)
-    gru, _ = random_recurrent(rng, "gru", 2, 3, name="gru", linear_before_reset=True, clip=3.0,
-                              activations=[["hardsigmoid", 0.3, 0.4], ["softsign"]])
-    head = Dense("head", None, {"W": rng.normal(0, 1, (3, V)).astype(np.float32),
-                                "b": np.zeros(V, np.float32)}, 3, V)
-    text = Model([emb, lstm, gru, head, Softmax("probs", None)], InputSpec.token_ids(V),
-                 vocab=["a", "b", "c", " ", "ab"], metadata={"source": "test"})
+    text = layered_text_model(rng, {"source": "test"})
     rnn, _ = random_recurrent(rng, "rnn", 2, 3, name="rnn", activations=["relu"])
     fc = Dense("fc", None, {"W": rng.normal(0, 1, (3, 2)).astype(np.float32),
                             "b": rng.normal(0, 1, 2).astype(np.float32)}, 3, 2)

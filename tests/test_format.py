@@ -9,22 +9,13 @@ import numpy as np
 import pytest
 
 import tinyrnn
-from builders import random_recurrent
+from builders import layered_text_model, random_recurrent
 from tinyrnn import InputSpec, Model
-from tinyrnn.layers import Dense, Embedding, Softmax
 
 
 @pytest.fixture
 def text_model(rng):
-    V = 5
-    emb = Embedding("emb", None, {"table": rng.normal(0, 1, (V, 3)).astype(np.float32)}, V, 3)
-    lstm, _ = random_recurrent(rng, "lstm", 3, 4, name="lstm", peepholes=True, proj=2)
-    gru, _ = random_recurrent(rng, "gru", 2, 3, name="gru", linear_before_reset=True, clip=3.0,
-                              activations=[["hardsigmoid", 0.3, 0.4], ["softsign"]])
-    head = Dense("head", None, {"W": rng.normal(0, 1, (3, V)).astype(np.float32),
-                                "b": np.zeros(V, np.float32)}, 3, V)
-    return Model([emb, lstm, gru, head, Softmax("probs", None)], InputSpec.token_ids(V),
-                 vocab=["a", "b", "c", " ", "ab"], metadata={"source": "test", "bpc": 1.5})
+    return layered_text_model(rng, {"source": "test", "bpc": 1.5})
 
 
 def test_round_trip_gives_identical_outputs(tmp_path, rng, text_model):
