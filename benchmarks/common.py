@@ -7,8 +7,6 @@ else. Times are medians over repeats of a calibrated loop.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 
@@ -22,25 +20,12 @@ def single_thread() -> None:
 
 
 def median_time(fn, min_time: float = 0.2, repeats: int = 7) -> float:
-    """Median seconds per call of ``fn()`` over ``repeats`` loops of ~``min_time`` each."""
-    fn()  # warm up (compilation, allocator)
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt > min_time / 4 or n > 1 << 22:
-            break
-        n *= 4
-    n = max(1, int(n * (min_time / 4) / max(dt, 1e-9)))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - t0) / n)
-    return float(np.median(samples))
+    """Median seconds per call of ``fn()`` over ``repeats`` loops of ``min_time`` / 4 to / 2 each
+    (tinyrnn's own timer, after one warm-up call for compilation and allocators)."""
+    from tinyrnn.bench import median_time as timed
+
+    fn()
+    return timed(fn, budget=min_time * repeats, repeats=repeats)
 
 
 def torch_lstm(I: int, H: int, seed: int = 0, cell: str = "lstm", layers: int = 1):

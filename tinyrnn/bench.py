@@ -46,7 +46,7 @@ def sample_input(model, batch: int, steps: int, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((batch, steps, *model.input.shape)).astype(np.float32)
 
 
-def _median_time(fn, budget: float, repeats: int = 5) -> float:
+def median_time(fn, budget: float, repeats: int = 5) -> float:
     """Median seconds per call of ``fn`` over ``repeats`` loops of about ``budget / repeats`` s."""
     n = 1
     while True:  # calibrate: double the loop until it takes a measurable slice of the budget
@@ -91,9 +91,9 @@ def bench(model, batch: int = 16, steps: int = 1000, budget: float = 1.0, seed: 
     step = process = float("nan")
     if streams:
         x0, xs = x[0, 0], x[0]
-        step = _median_time(lambda: stream.step(x0), budget)
-        process = _median_time(lambda: stream.process(xs), budget) / steps
-    run = _median_time(lambda: model.run(x), budget)
+        step = median_time(lambda: stream.step(x0), budget)
+        process = median_time(lambda: stream.process(xs), budget) / steps
+    run = median_time(lambda: model.run(x), budget)
     rate = batch * steps / run
     rows = [("first call (compile or cache)", f"{first:.2f} s")]
     if streams:
