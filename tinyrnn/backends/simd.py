@@ -158,8 +158,6 @@ def _make(rows: int, tile: int, name: str):
     return intrinsic(typer)
 
 
-
-
 def _tile4() -> int:
     """Vectors per pass for four rows: their accumulators must fit the register file.
 
