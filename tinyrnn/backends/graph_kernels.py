@@ -23,23 +23,41 @@ from numba import njit
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from .cpu_kernels import HELPER, KERNEL
+from ..cells.math import act
 from .weights import load
+
+# kinds of a fused activation (a row [kind, code, alpha, beta] of a conv's ``acts`` table):
+# none; an Elementwise unary op (code: graph_layers.UNARY); an Activation layer's triple
+ACT_NONE, ACT_UNARY, ACT_TRIPLE = 0, 1, 2
 
 # --- conv1d -----------------------------------------------------------------------------
 
 
 @njit(**HELPER)
-def _put(y, row, L_out, oc, v):
+def _put(y, row, L_out, oc, v, acts):
     n = row // L_out
-    y[n, oc, row - n * L_out] = v
+    y[n, oc, row - n * L_out] = _fused(acts, 1, v)
+
+
+@njit(**HELPER)
+def _fused(acts, i, v):
+    """Row ``i`` of a fused-activation table applied to ``v`` (``ACT_*`` kinds)."""
+    kind = acts[i, 0]
+    if kind == ACT_NONE:
+        return v
+    if kind == ACT_UNARY:
+        return _unary(int(acts[i, 1]), v)
+    return np.float32(act(v, acts[i, 1:4]))
 
 
 @njit(**KERNEL)
-def conv1d(x, W, b, scale, geom, y, patch):
+def conv1d(x, W, b, scale, geom, acts, y, patch):
     """x (N, C_in, L_in) -> y (N, C_out, L_out). W (C_out, Cg*K) stored dtype; b, scale
-    (C_out,) float32; geom int64 [stride, pad_l, dilation, groups, K]; patch (RB, Cg*K)
-    scratch. Output positions of all N rows are taken RB at a time, so one pass over the
-    weights serves many streams and steps."""
+    (C_out,) float32; geom int64 [stride, pad_l, dilation, groups, K]; acts (2, 4) float32
+    activations fused at plan time, row 0 applied to every input value read (before the
+    zero padding), row 1 to every output (``ACT_*`` kinds); patch (RB, Cg*K) scratch.
+    Output positions of all N rows are taken RB at a time, so one pass over the weights
+    serves many streams and steps."""
     stride, pad_l, dil, groups, K = geom[0], geom[1], geom[2], geom[3], geom[4]
     N, C_in, L_in = x.shape
     C_out, L_out = y.shape[1], y.shape[2]
@@ -48,6 +66,7 @@ def conv1d(x, W, b, scale, geom, y, patch):
     CK = Cg * K
     rows = N * L_out
     RB = patch.shape[0]
+    pre = acts[0, 0] != ACT_NONE
     for g in range(groups):
         for r0 in range(0, rows, RB):
             nr = min(RB, rows - r0)
@@ -58,7 +77,10 @@ def conv1d(x, W, b, scale, geom, y, patch):
                     c = g * Cg + ic
                     for k in range(K):
                         pos = base + k * dil
-                        patch[r, ic * K + k] = x[n, c, pos] if 0 <= pos < L_in else np.float32(0.0)
+                        v = np.float32(0.0)
+                        if 0 <= pos < L_in:
+                            v = _fused(acts, 0, x[n, c, pos]) if pre else x[n, c, pos]
+                        patch[r, ic * K + k] = v
             for oc in range(g * Og, (g + 1) * Og):
                 sc = scale[oc]
                 bo = b[oc]
@@ -74,10 +96,10 @@ def conv1d(x, W, b, scale, geom, y, patch):
                         s1 += w * patch[r + 1, j]
                         s2 += w * patch[r + 2, j]
                         s3 += w * patch[r + 3, j]
-                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
-                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo)
-                    _put(y, r0 + r + 2, L_out, oc, s2 * sc + bo)
-                    _put(y, r0 + r + 3, L_out, oc, s3 * sc + bo)
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo, acts)
+                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo, acts)
+                    _put(y, r0 + r + 2, L_out, oc, s2 * sc + bo, acts)
+                    _put(y, r0 + r + 3, L_out, oc, s3 * sc + bo, acts)
                     r += 4
                 while r + 2 <= nr:
                     s0 = np.float32(0.0)
@@ -86,14 +108,14 @@ def conv1d(x, W, b, scale, geom, y, patch):
                         w = load(W[oc, j])
                         s0 += w * patch[r, j]
                         s1 += w * patch[r + 1, j]
-                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
-                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo)
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo, acts)
+                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo, acts)
                     r += 2
                 if r < nr:
                     s0 = np.float32(0.0)
                     for j in range(CK):
                         s0 += load(W[oc, j]) * patch[r, j]
-                    _put(y, r0 + r, L_out, oc, s0 * sc + bo)
+                    _put(y, r0 + r, L_out, oc, s0 * sc + bo, acts)
 
 
 # --- shape ops --------------------------------------------------------------------------
@@ -242,14 +264,18 @@ def copy(x, y):
 
 
 @njit(**KERNEL)
-def dft_magnitude(x, window, hop, rev, cos_t, sin_t, y, re, im):
-    """x (N, L) -> y (N, bins, frames): |windowed DFT| of each frame.
+def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im):
+    """x (N, L_in) -> y (N, bins, frames): |windowed DFT| of each frame.
 
-    A real frame of n_fft samples is packed as n_fft/2 complex values (even samples real,
-    odd imaginary), transformed by a radix-2 FFT of half the size and untangled into the
-    n_fft/2 + 1 bins of the real DFT: half the butterflies of a complex FFT. ``rev``
-    (n_fft/2,) int64 bit-reversed indices; ``cos_t``/``sin_t`` (n_fft/2,) cos/sin(2 pi j /
-    n_fft) (float64 math, stored float32); ``re``/``im`` scratch (n_fft/2,).
+    The framed signal is ``s[i] = x[n, src[i]]``, or ``fill`` where ``src[i] < 0``: src
+    (L,) int64 is the identity for a plain layer, and the index map of a pad folded into
+    this call at plan time (reflect, edge or constant). A real frame of n_fft samples is
+    packed as n_fft/2 complex values (even samples real, odd imaginary), transformed by a
+    radix-2 FFT of half the size and untangled into the n_fft/2 + 1 bins of the real DFT:
+    half the butterflies of a complex FFT. ``rev`` (n_fft/2,) int64 bit-reversed indices;
+    ``tw`` (2, n_fft - 1) float32: cos and sin of 2 pi k / 2h for k < h at columns h - 1 + k,
+    for h = 1, 2, 4, ..., n_fft/2: each FFT stage's twiddles contiguous (so its loop
+    vectorises) and, for h = n_fft/2, the untangling's; ``re``/``im`` scratch (n_fft/2,).
     """
     N = x.shape[0]
     M = window.shape[0] // 2
@@ -259,35 +285,54 @@ def dft_magnitude(x, window, hop, rev, cos_t, sin_t, y, re, im):
             off = f * hop
             for i in range(M):
                 j = 2 * rev[i]
-                re[i] = x[n, off + j] * window[j]
-                im[i] = x[n, off + j + 1] * window[j + 1]
-            size = 2
-            while size <= M:
-                half = size // 2
-                step = 2 * (M // size)  # twiddle exp(-2 pi i k / size) = table[k * step]
-                for start in range(0, M, size):
+                s0 = src[off + j]
+                s1 = src[off + j + 1]
+                v0 = x[n, s0] if s0 >= 0 else fill
+                v1 = x[n, s1] if s1 >= 0 else fill
+                re[i] = v0 * window[j]
+                im[i] = v1 * window[j + 1]
+            half = 1
+            while half < M:
+                size = 2 * half
+                t0 = half - 1
+                if half < 8:  # short stages: butterflies of one twiddle across the blocks
                     for k in range(half):
-                        wr = cos_t[k * step]
-                        wi = sin_t[k * step]
-                        a = start + k
-                        b = a + half
-                        tr = re[b] * wr + im[b] * wi
-                        ti = im[b] * wr - re[b] * wi
-                        re[b] = re[a] - tr
-                        im[b] = im[a] - ti
-                        re[a] += tr
-                        im[a] += ti
-                size *= 2
+                        wr = tw[0, t0 + k]
+                        wi = tw[1, t0 + k]
+                        for a in range(k, M, size):
+                            b = a + half
+                            tr = re[b] * wr + im[b] * wi
+                            ti = im[b] * wr - re[b] * wi
+                            re[b] = re[a] - tr
+                            im[b] = im[a] - ti
+                            re[a] += tr
+                            im[a] += ti
+                else:  # long stages: contiguous twiddles, a loop LLVM vectorises
+                    for start in range(0, M, size):
+                        for k in range(half):
+                            wr = tw[0, t0 + k]
+                            wi = tw[1, t0 + k]
+                            a = start + k
+                            b = a + half
+                            tr = re[b] * wr + im[b] * wi
+                            ti = im[b] * wr - re[b] * wi
+                            re[b] = re[a] - tr
+                            im[b] = im[a] - ti
+                            re[a] += tr
+                            im[a] += ti
+                half = size
+            # untangle: bin k of the real DFT from complex bins k and M - k (both mod M);
+            # the last FFT stage's twiddles are exp(-2 pi i k / n_fft) for k < M
             for k in range(bins):
-                p = k % M
-                q = (M - k) % M
+                p = k if k < M else 0
+                q = M - k if 0 < k < M else 0
                 er = np.float32(0.5) * (re[p] + re[q])  # even samples' DFT at k
                 ei = np.float32(0.5) * (im[p] - im[q])
                 orr = np.float32(0.5) * (im[p] + im[q])  # odd samples' DFT at k
                 oi = np.float32(0.5) * (re[q] - re[p])
                 if k < M:
-                    c = cos_t[k]
-                    sn = sin_t[k]
+                    c = tw[0, M - 1 + k]
+                    sn = tw[1, M - 1 + k]
                 else:  # k = n_fft / 2: the angle is pi
                     c = np.float32(-1.0)
                     sn = np.float32(0.0)
