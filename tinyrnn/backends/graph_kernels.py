@@ -7,8 +7,8 @@ sized by ``tinyrnn.backends.cpu`` before any kernel runs: no bounds checks here.
 
 Conv1d gathers the receptive fields of up to ``RB`` output positions (of any streams and
 steps: row r is position l of row n of the batch) into the rows of ``patch`` (zeros where
-the padding is), then takes dot products of every weight row with four patch rows at once,
-so each weight is loaded once per four outputs (the layer is bound by weight traffic)::
+the padding is), then takes dot products of two weight rows with four patch rows at once
+(eight sums in registers: each load feeds two or four multiply-adds)::
 
     patch[r, ic * K + k] = x[n, g * Cg + ic, l * stride - pad_l + k * dilation]   (0 outside)
     y[n, oc, l]          = b[oc] + scale[oc] * sum_j W[oc, j] * patch[r, j]
@@ -22,8 +22,8 @@ import numpy as np
 from numba import njit
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
+from ..cells.math import activate
 from .cpu_kernels import HELPER, KERNEL
-from ..cells.math import act
 from .weights import load
 
 # kinds of a fused activation (a row [kind, code, alpha, beta] of a conv's ``acts`` table):
@@ -47,7 +47,7 @@ def _fused(acts, i, v):
         return v
     if kind == ACT_UNARY:
         return _unary(int(acts[i, 1]), v)
-    return np.float32(act(v, acts[i, 1:4]))
+    return np.float32(activate(v, int(acts[i, 1]), acts[i, 2], acts[i, 3]))
 
 
 @njit(**KERNEL)
@@ -56,8 +56,11 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
     (C_out,) float32; geom int64 [stride, pad_l, dilation, groups, K]; acts (2, 4) float32
     activations fused at plan time, row 0 applied to every input value read (before the
     zero padding), row 1 to every output (``ACT_*`` kinds); patch (RB, Cg*K) scratch.
-    Output positions of all N rows are taken RB at a time, so one pass over the weights
-    serves many streams and steps."""
+
+    Output positions of all N rows are gathered RB at a time, so one pass over the weights
+    serves many streams and steps. Register tiles: two output channels by four patch rows
+    share each load (eight sums in flight), and a lone row takes four channels at once.
+    """
     stride, pad_l, dil, groups, K = geom[0], geom[1], geom[2], geom[3], geom[4]
     N, C_in, L_in = x.shape
     C_out, L_out = y.shape[1], y.shape[2]
@@ -68,6 +71,8 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
     RB = patch.shape[0]
     pre = acts[0, 0] != ACT_NONE
     for g in range(groups):
+        o0 = g * Og
+        o1 = o0 + Og
         for r0 in range(0, rows, RB):
             nr = min(RB, rows - r0)
             for r in range(nr):
@@ -81,41 +86,87 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
                         if 0 <= pos < L_in:
                             v = _fused(acts, 0, x[n, c, pos]) if pre else x[n, c, pos]
                         patch[r, ic * K + k] = v
-            for oc in range(g * Og, (g + 1) * Og):
-                sc = scale[oc]
-                bo = b[oc]
-                r = 0
-                while r + 4 <= nr:
-                    s0 = np.float32(0.0)
-                    s1 = np.float32(0.0)
-                    s2 = np.float32(0.0)
-                    s3 = np.float32(0.0)
+            rq = nr - nr % 4
+            for r in range(0, rq, 4):
+                oc = o0
+                while oc + 2 <= o1:
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    a2 = np.float32(0.0)
+                    a3 = np.float32(0.0)
+                    c0 = np.float32(0.0)
+                    c1 = np.float32(0.0)
+                    c2 = np.float32(0.0)
+                    c3 = np.float32(0.0)
                     for j in range(CK):
                         w = load(W[oc, j])
-                        s0 += w * patch[r, j]
-                        s1 += w * patch[r + 1, j]
-                        s2 += w * patch[r + 2, j]
-                        s3 += w * patch[r + 3, j]
-                    _put(y, r0 + r, L_out, oc, s0 * sc + bo, acts)
-                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo, acts)
-                    _put(y, r0 + r + 2, L_out, oc, s2 * sc + bo, acts)
-                    _put(y, r0 + r + 3, L_out, oc, s3 * sc + bo, acts)
-                    r += 4
-                while r + 2 <= nr:
-                    s0 = np.float32(0.0)
-                    s1 = np.float32(0.0)
+                        v = load(W[oc + 1, j])
+                        p0 = patch[r, j]
+                        p1 = patch[r + 1, j]
+                        p2 = patch[r + 2, j]
+                        p3 = patch[r + 3, j]
+                        a0 += w * p0
+                        a1 += w * p1
+                        a2 += w * p2
+                        a3 += w * p3
+                        c0 += v * p0
+                        c1 += v * p1
+                        c2 += v * p2
+                        c3 += v * p3
+                    sc = scale[oc]
+                    bo = b[oc]
+                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, acts)
+                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, acts)
+                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, acts)
+                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, acts)
+                    sc = scale[oc + 1]
+                    bo = b[oc + 1]
+                    _put(y, r0 + r, L_out, oc + 1, c0 * sc + bo, acts)
+                    _put(y, r0 + r + 1, L_out, oc + 1, c1 * sc + bo, acts)
+                    _put(y, r0 + r + 2, L_out, oc + 1, c2 * sc + bo, acts)
+                    _put(y, r0 + r + 3, L_out, oc + 1, c3 * sc + bo, acts)
+                    oc += 2
+                if oc < o1:
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    a2 = np.float32(0.0)
+                    a3 = np.float32(0.0)
                     for j in range(CK):
                         w = load(W[oc, j])
-                        s0 += w * patch[r, j]
-                        s1 += w * patch[r + 1, j]
-                    _put(y, r0 + r, L_out, oc, s0 * sc + bo, acts)
-                    _put(y, r0 + r + 1, L_out, oc, s1 * sc + bo, acts)
-                    r += 2
-                if r < nr:
-                    s0 = np.float32(0.0)
+                        a0 += w * patch[r, j]
+                        a1 += w * patch[r + 1, j]
+                        a2 += w * patch[r + 2, j]
+                        a3 += w * patch[r + 3, j]
+                    sc = scale[oc]
+                    bo = b[oc]
+                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, acts)
+                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, acts)
+                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, acts)
+                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, acts)
+            for r in range(rq, nr):
+                oc = o0
+                while oc + 4 <= o1:
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    a2 = np.float32(0.0)
+                    a3 = np.float32(0.0)
                     for j in range(CK):
-                        s0 += load(W[oc, j]) * patch[r, j]
-                    _put(y, r0 + r, L_out, oc, s0 * sc + bo, acts)
+                        p = patch[r, j]
+                        a0 += load(W[oc, j]) * p
+                        a1 += load(W[oc + 1, j]) * p
+                        a2 += load(W[oc + 2, j]) * p
+                        a3 += load(W[oc + 3, j]) * p
+                    _put(y, r0 + r, L_out, oc, a0 * scale[oc] + b[oc], acts)
+                    _put(y, r0 + r, L_out, oc + 1, a1 * scale[oc + 1] + b[oc + 1], acts)
+                    _put(y, r0 + r, L_out, oc + 2, a2 * scale[oc + 2] + b[oc + 2], acts)
+                    _put(y, r0 + r, L_out, oc + 3, a3 * scale[oc + 3] + b[oc + 3], acts)
+                    oc += 4
+                while oc < o1:
+                    a0 = np.float32(0.0)
+                    for j in range(CK):
+                        a0 += load(W[oc, j]) * patch[r, j]
+                    _put(y, r0 + r, L_out, oc, a0 * scale[oc] + b[oc], acts)
+                    oc += 1
 
 
 # --- shape ops --------------------------------------------------------------------------
