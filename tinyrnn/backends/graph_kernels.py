@@ -363,8 +363,10 @@ def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im):
                         for k in range(half):
                             wr = tw[0, t0 + k]
                             wi = tw[1, t0 + k]
-                            a = start + k
-                            b = a + half
+                            # unsigned: no negative-index wraparound select, which would
+                            # hide the affine addresses and keep LLVM from vectorising
+                            a = np.uint64(start + k)
+                            b = np.uint64(a + half)
                             tr = re[b] * wr + im[b] * wi
                             ti = im[b] * wr - re[b] * wi
                             re[b] = re[a] - tr
