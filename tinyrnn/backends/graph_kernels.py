@@ -320,7 +320,7 @@ def copy(x, y):
 
 
 @njit(**KERNEL)
-def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im):
+def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im, mag):
     """x (N, L_in) -> y (N, bins, frames): |windowed DFT| of each frame.
 
     The framed signal is ``s[i] = x[n, src[i]]``, or ``fill`` where ``src[i] < 0``: src
@@ -331,7 +331,8 @@ def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im):
     half the butterflies of a complex FFT. ``rev`` (n_fft/2,) int64 bit-reversed indices;
     ``tw`` (2, n_fft - 1) float32: cos and sin of 2 pi k / 2h for k < h at columns h - 1 + k,
     for h = 1, 2, 4, ..., n_fft/2: each FFT stage's twiddles contiguous (so its loop
-    vectorises) and, for h = n_fft/2, the untangling's; ``re``/``im`` scratch (n_fft/2,).
+    vectorises) and, for h = n_fft/2, the untangling's; ``re``/``im`` scratch (n_fft/2,),
+    ``mag`` (bins,) scratch.
     """
     N = x.shape[0]
     M = window.shape[0] // 2
@@ -379,21 +380,30 @@ def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im):
                             re[a] += tr
                             im[a] += ti
                 half = size
-            # untangle: bin k of the real DFT from complex bins k and M - k (both mod M);
-            # the last FFT stage's twiddles are exp(-2 pi i k / n_fft) for k < M
+            # untangle: bin k of the real DFT from complex bins k and M - k (both mod M),
+            # the last stage's twiddles exp(-2 pi i k / n_fft); bins 0 and M (the angle is
+            # 0 or pi, both read complex bin 0) apart, so the loop between vectorises
+            # (unsigned indices again) into the contiguous ``mag``
+            mag[0] = _untangle(re, im, 0, 0, tw[0, M - 1], tw[1, M - 1])
+            Mu = np.uint64(M)
+            for k in range(1, min(bins, M)):
+                ku = np.uint64(k)
+                t = Mu - np.uint64(1) + ku
+                mag[ku] = _untangle(re, im, ku, Mu - ku, tw[0, t], tw[1, t])
+            if bins > M:
+                mag[M] = _untangle(re, im, 0, 0, np.float32(-1.0), np.float32(0.0))
             for k in range(bins):
-                p = k if k < M else 0
-                q = M - k if 0 < k < M else 0
-                er = np.float32(0.5) * (re[p] + re[q])  # even samples' DFT at k
-                ei = np.float32(0.5) * (im[p] - im[q])
-                orr = np.float32(0.5) * (im[p] + im[q])  # odd samples' DFT at k
-                oi = np.float32(0.5) * (re[q] - re[p])
-                if k < M:
-                    c = tw[0, M - 1 + k]
-                    sn = tw[1, M - 1 + k]
-                else:  # k = n_fft / 2: the angle is pi
-                    c = np.float32(-1.0)
-                    sn = np.float32(0.0)
-                xr = er + c * orr + sn * oi
-                xi = ei + c * oi - sn * orr
-                y[n, k, f] = np.float32(math.sqrt(xr * xr + xi * xi))
+                y[n, k, f] = mag[k]
+
+
+@njit(**HELPER)
+def _untangle(re, im, p, q, c, sn):
+    """|X[k]| of the real DFT from complex FFT bins p = k and q = M - k (mod M), with
+    (c, sn) = (cos, sin)(2 pi k / n_fft)."""
+    er = np.float32(0.5) * (re[p] + re[q])  # even samples' DFT at k
+    ei = np.float32(0.5) * (im[p] - im[q])
+    orr = np.float32(0.5) * (im[p] + im[q])  # odd samples' DFT at k
+    oi = np.float32(0.5) * (re[q] - re[p])
+    xr = er + c * orr + sn * oi
+    xi = ei + c * oi - sn * orr
+    return np.float32(math.sqrt(xr * xr + xi * xi))

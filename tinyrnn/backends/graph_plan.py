@@ -98,7 +98,7 @@ def graph_calls(layer, prep: dict, xs: list[np.ndarray], y: np.ndarray, in_shape
                             y.reshape(N, C_out, L_out), patch))]
     if isinstance(layer, DftMagnitude):
         n = layer.n_fft
-        scratch = np.empty(n // 2, np.float32), np.empty(n // 2, np.float32)
+        scratch = np.empty(n // 2, np.float32), np.empty(n // 2, np.float32), np.empty(layer.bins, np.float32)
         L = int(np.prod(s))
         src = fused.get("src", np.arange(L, dtype=np.int64))
         return [(G.dft_magnitude, (x.reshape(N, L), src, np.float32(fused.get("fill", 0.0)), prep["window"],
