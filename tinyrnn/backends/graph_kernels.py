@@ -340,15 +340,27 @@ def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im, mag):
     for n in range(N):
         for f in range(frames):
             off = f * hop
-            for i in range(M):
-                j = 2 * rev[i]
-                s0 = src[off + j]
-                s1 = src[off + j + 1]
-                v0 = x[n, s0] if s0 >= 0 else fill
-                v1 = x[n, s1] if s1 >= 0 else fill
-                re[i] = v0 * window[j]
-                im[i] = v1 * window[j + 1]
-            half = 1
+            if M >= 4:
+                # gather with the first two stages fused: each run of four bit-reversed
+                # entries is a 4-point DFT (twiddles 1 and -i, exact)
+                for i in range(0, M, 4):
+                    r0, i0 = _sample(x, n, src, off, fill, window, rev[i])
+                    r1, i1 = _sample(x, n, src, off, fill, window, rev[i + 1])
+                    r2, i2 = _sample(x, n, src, off, fill, window, rev[i + 2])
+                    r3, i3 = _sample(x, n, src, off, fill, window, rev[i + 3])
+                    ar0, ai0 = r0 + r1, i0 + i1
+                    ar1, ai1 = r0 - r1, i0 - i1
+                    ar2, ai2 = r2 + r3, i2 + i3
+                    ar3, ai3 = r2 - r3, i2 - i3
+                    re[i], im[i] = ar0 + ar2, ai0 + ai2
+                    re[i + 2], im[i + 2] = ar0 - ar2, ai0 - ai2
+                    re[i + 1], im[i + 1] = ar1 + ai3, ai1 - ar3  # a1 + (-i) a3
+                    re[i + 3], im[i + 3] = ar1 - ai3, ai1 + ar3
+                half = 4
+            else:
+                for i in range(M):
+                    re[i], im[i] = _sample(x, n, src, off, fill, window, rev[i])
+                half = 1
             while half < M:
                 size = 2 * half
                 t0 = half - 1
@@ -394,6 +406,17 @@ def dft_magnitude(x, src, fill, window, hop, rev, tw, y, re, im, mag):
                 mag[M] = _untangle(re, im, 0, 0, np.float32(-1.0), np.float32(0.0))
             for k in range(bins):
                 y[n, k, f] = mag[k]
+
+
+@njit(**HELPER)
+def _sample(x, n, src, off, fill, window, m):
+    """Windowed complex sample m of a frame: samples 2m and 2m + 1 as real and imaginary."""
+    j = 2 * m
+    s0 = src[off + j]
+    s1 = src[off + j + 1]
+    v0 = x[n, s0] if s0 >= 0 else fill
+    v1 = x[n, s1] if s1 >= 0 else fill
+    return v0 * window[j], v1 * window[j + 1]
 
 
 @njit(**HELPER)
