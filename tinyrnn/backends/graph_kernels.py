@@ -26,42 +26,45 @@ from ..cells.math import activate
 from .cpu_kernels import HELPER, KERNEL
 from .weights import load
 
-# kinds of a fused activation (a row [kind, code, alpha, beta] of a conv's ``acts`` table):
+# kinds of a fused activation (a row [kind, code, alpha, beta] of ``graph_plan.fuse``'s ``acts``):
 # none; an Elementwise unary op (code: graph_layers.UNARY); an Activation layer's triple
 ACT_NONE, ACT_UNARY, ACT_TRIPLE = 0, 1, 2
+CV_PRE, CV_POST, CV_B = 5, 9, 13  # where conv1d's ``vec`` holds its pieces
 
 # --- conv1d -----------------------------------------------------------------------------
 
 
 @njit(**HELPER)
-def _put(y, row, L_out, oc, v, acts):
+def _put(y, row, L_out, oc, v, vec):
     n = row // L_out
-    y[n, oc, row - n * L_out] = _fused(acts, 1, v)
+    y[n, oc, row - n * L_out] = _fused(vec, CV_POST, v)
 
 
 @njit(**HELPER)
-def _fused(acts, i, v):
-    """Row ``i`` of a fused-activation table applied to ``v`` (``ACT_*`` kinds)."""
-    kind = acts[i, 0]
+def _fused(vec, o, v):
+    """The fused activation ``vec[o:o + 4]`` = [kind, code, alpha, beta] applied to ``v``."""
+    kind = vec[o]
     if kind == ACT_NONE:
         return v
     if kind == ACT_UNARY:
-        return _unary(int(acts[i, 1]), v)
-    return np.float32(activate(v, int(acts[i, 1]), acts[i, 2], acts[i, 3]))
+        return _unary(int(vec[o + 1]), v)
+    return np.float32(activate(v, int(vec[o + 1]), vec[o + 2], vec[o + 3]))
 
 
 @njit(**KERNEL)
-def conv1d(x, W, b, scale, geom, acts, y, patch):
-    """x (N, C_in, L_in) -> y (N, C_out, L_out). W (C_out, Cg*K) stored dtype; b, scale
-    (C_out,) float32; geom int64 [stride, pad_l, dilation, groups, K]; acts (2, 4) float32
-    activations fused at plan time, row 0 applied to every input value read (before the
-    zero padding), row 1 to every output (``ACT_*`` kinds); patch (RB, Cg*K) scratch.
+def conv1d(x, W, vec, y, patch):
+    """x (N, C_in, L_in) -> y (N, C_out, L_out). W (C_out, Cg*K) stored dtype; patch
+    (RB, Cg*K) scratch; vec float32, everything else in one array (one argument to unbox
+    per call instead of four): ``[stride, pad_l, dilation, groups, K]`` (small integers,
+    exact in float32), the activation fused on every input value read (before the zero
+    padding) and the one on every output (``[kind, code, alpha, beta]`` each, ``ACT_*``
+    kinds), then b (C_out,) and scale (C_out,). ``graph_plan.conv_vec`` builds it.
 
     Output positions of all N rows are gathered RB at a time, so one pass over the weights
     serves many streams and steps. Register tiles: two output channels by four patch rows
     share each load (eight sums in flight), and a lone row takes four channels at once.
     """
-    stride, pad_l, dil, groups, K = geom[0], geom[1], geom[2], geom[3], geom[4]
+    stride, pad_l, dil, groups, K = int(vec[0]), int(vec[1]), int(vec[2]), int(vec[3]), int(vec[4])
     N, C_in, L_in = x.shape
     C_out, L_out = y.shape[1], y.shape[2]
     Cg = C_in // groups
@@ -69,7 +72,9 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
     CK = Cg * K
     rows = N * L_out
     RB = patch.shape[0]
-    pre = acts[0, 0] != ACT_NONE
+    pre = vec[CV_PRE] != ACT_NONE
+    bo_ = CV_B
+    so_ = CV_B + C_out
     for g in range(groups):
         o0 = g * Og
         o1 = o0 + Og
@@ -87,7 +92,7 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
                             patch[r, ic * K + k] = np.float32(0.0)
                     elif pre:
                         for ic in range(Cg):
-                            patch[r, ic * K + k] = _fused(acts, 0, x[n, g * Cg + ic, pos])
+                            patch[r, ic * K + k] = _fused(vec, CV_PRE, x[n, g * Cg + ic, pos])
                     else:
                         for ic in range(Cg):
                             patch[r, ic * K + k] = x[n, g * Cg + ic, pos]
@@ -118,18 +123,18 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
                         c1 += v * p1
                         c2 += v * p2
                         c3 += v * p3
-                    sc = scale[oc]
-                    bo = b[oc]
-                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, acts)
-                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, acts)
-                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, acts)
-                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, acts)
-                    sc = scale[oc + 1]
-                    bo = b[oc + 1]
-                    _put(y, r0 + r, L_out, oc + 1, c0 * sc + bo, acts)
-                    _put(y, r0 + r + 1, L_out, oc + 1, c1 * sc + bo, acts)
-                    _put(y, r0 + r + 2, L_out, oc + 1, c2 * sc + bo, acts)
-                    _put(y, r0 + r + 3, L_out, oc + 1, c3 * sc + bo, acts)
+                    sc = vec[so_ + oc]
+                    bo = vec[bo_ + oc]
+                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, vec)
+                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, vec)
+                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, vec)
+                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, vec)
+                    sc = vec[so_ + oc + 1]
+                    bo = vec[bo_ + oc + 1]
+                    _put(y, r0 + r, L_out, oc + 1, c0 * sc + bo, vec)
+                    _put(y, r0 + r + 1, L_out, oc + 1, c1 * sc + bo, vec)
+                    _put(y, r0 + r + 2, L_out, oc + 1, c2 * sc + bo, vec)
+                    _put(y, r0 + r + 3, L_out, oc + 1, c3 * sc + bo, vec)
                     oc += 2
                 if oc < o1:
                     a0 = np.float32(0.0)
@@ -142,12 +147,12 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
                         a1 += w * patch[r + 1, j]
                         a2 += w * patch[r + 2, j]
                         a3 += w * patch[r + 3, j]
-                    sc = scale[oc]
-                    bo = b[oc]
-                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, acts)
-                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, acts)
-                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, acts)
-                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, acts)
+                    sc = vec[so_ + oc]
+                    bo = vec[bo_ + oc]
+                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, vec)
+                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, vec)
+                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, vec)
+                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, vec)
             for r in range(rq, nr):
                 oc = o0
                 while oc + 4 <= o1:
@@ -161,16 +166,16 @@ def conv1d(x, W, b, scale, geom, acts, y, patch):
                         a1 += load(W[oc + 1, j]) * p
                         a2 += load(W[oc + 2, j]) * p
                         a3 += load(W[oc + 3, j]) * p
-                    _put(y, r0 + r, L_out, oc, a0 * scale[oc] + b[oc], acts)
-                    _put(y, r0 + r, L_out, oc + 1, a1 * scale[oc + 1] + b[oc + 1], acts)
-                    _put(y, r0 + r, L_out, oc + 2, a2 * scale[oc + 2] + b[oc + 2], acts)
-                    _put(y, r0 + r, L_out, oc + 3, a3 * scale[oc + 3] + b[oc + 3], acts)
+                    _put(y, r0 + r, L_out, oc, a0 * vec[so_ + oc] + vec[bo_ + oc], vec)
+                    _put(y, r0 + r, L_out, oc + 1, a1 * vec[so_ + oc + 1] + vec[bo_ + oc + 1], vec)
+                    _put(y, r0 + r, L_out, oc + 2, a2 * vec[so_ + oc + 2] + vec[bo_ + oc + 2], vec)
+                    _put(y, r0 + r, L_out, oc + 3, a3 * vec[so_ + oc + 3] + vec[bo_ + oc + 3], vec)
                     oc += 4
                 while oc < o1:
                     a0 = np.float32(0.0)
                     for j in range(CK):
                         a0 += load(W[oc, j]) * patch[r, j]
-                    _put(y, r0 + r, L_out, oc, a0 * scale[oc] + b[oc], acts)
+                    _put(y, r0 + r, L_out, oc, a0 * vec[so_ + oc] + vec[bo_ + oc], vec)
                     oc += 1
 
 

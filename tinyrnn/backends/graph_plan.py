@@ -93,9 +93,8 @@ def graph_calls(layer, prep: dict, xs: list[np.ndarray], y: np.ndarray, in_shape
         # and steps (the kernel's inner loops touch four patch rows at a time, so more rows
         # cost no L1 room, only fewer passes over the weights)
         patch = np.empty((min(N * L_out, 32), (C_in // layer.groups) * layer.kernel_size), np.float32)
-        acts = fused.get("acts", _NO_ACTS)
-        return [(G.conv1d, (x.reshape(N, C_in, L_in), prep["W"], prep["b"], prep["scale"], prep["geom"], acts,
-                            y.reshape(N, C_out, L_out), patch))]
+        vec = conv_vec(prep, fused.get("acts", _NO_ACTS))
+        return [(G.conv1d, (x.reshape(N, C_in, L_in), prep["W"], vec, y.reshape(N, C_out, L_out), patch))]
     if isinstance(layer, DftMagnitude):
         n = layer.n_fft
         scratch = np.empty(n // 2, np.float32), np.empty(n // 2, np.float32), np.empty(layer.bins, np.float32)
@@ -132,6 +131,13 @@ def graph_calls(layer, prep: dict, xs: list[np.ndarray], y: np.ndarray, in_shape
     if isinstance(layer, Reshape):  # pragma: no cover - the plan makes a view instead
         return []
     raise NotImplementedError(layer.type)
+
+
+def conv_vec(prep: dict, acts: np.ndarray) -> np.ndarray:
+    """conv1d's float32 ``vec``: geometry, fused activations (pre, post), bias, scale."""
+    assert G.CV_B == 5 + acts.size  # the kernel's offsets match this layout
+    return np.concatenate([prep["geom"].astype(np.float32), acts.reshape(-1), prep["b"], prep["scale"]]).astype(
+        np.float32)
 
 
 # --- plan-time fusion ---------------------------------------------------------------------
