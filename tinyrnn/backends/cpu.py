@@ -16,7 +16,7 @@ from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
 from . import graph_kernels as G
 from .graph_plan import fuse, graph_calls, prepare_graph
-from .packing import prepare
+from .packing import CFG_STD, prepare
 
 name = "cpu"
 
@@ -120,14 +120,18 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
             st = state[layer.name]
             work = np.empty(K.work_size(B, T, layer.gates, layer.hidden_size, layer.recurrent_size), np.float32)
             for d in range(layer.num_directions):
+                default_acts = prep["cfg"][d, CFG_STD] != 0  # compile only the kernel this direction needs
                 if layer.cell == "lstm":
-                    calls.append((K.lstm_sequence, (x, lengths, prep["W"], prep["R"], prep["proj"], prep["V"],
+                    kernel = K.lstm_sequence if default_acts else K.lstm_sequence_any
+                    calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["proj"], prep["V"],
                                                     prep["cfg"], d, st["h"], st["c"], y, work)))
                 elif layer.cell == "gru":
-                    calls.append((K.gru_sequence, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
+                    kernel = K.gru_sequence if default_acts else K.gru_sequence_any
+                    calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
                                                    d, st["h"], y, work)))
                 else:
-                    calls.append((K.rnn_sequence, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
+                    kernel = K.rnn_sequence if default_acts else K.rnn_sequence_any
+                    calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
                                                    d, st["h"], y, work)))
         elif isinstance(layer, Dense):
             calls.append((K.dense, (x.reshape(B * T, -1), prep["W"], prep["b"], prep["scale"],

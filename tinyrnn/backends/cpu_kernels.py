@@ -33,7 +33,7 @@ from numba import njit
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
-from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_STD, CFG_YOFF
+from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_YOFF
 from .simd import SMALL, tile_matvec
 from .weights import load, scaled
 
@@ -185,6 +185,12 @@ def _emit(h, b, d, y, t, y_off, n):
 # --- unit loops (inlined; called with a constant ``std`` so the default-activation loop
 # compiles without the generic activation switch and vectorises) -------------------------
 
+# Each recurrent kernel exists twice: as written here, for the cells' default activations
+# (sigmoid/tanh), and as ``*_any`` (``DEFAULT_ACTS`` False; see ``_variant``) for any ONNX
+# activation. A model compiles only the one it uses: the generic activation switch is a
+# fifth of an LSTM kernel's compile time, and almost no model needs it.
+DEFAULT_ACTS = True
+
 
 @njit(**HELPER)
 def _rnn_units(gx, k, b, d, f, bound, h, std):
@@ -236,27 +242,18 @@ def _gru_units(acc, b, d, ga, bound, h, std):
         h[b, d, j] = gru_unit(acc[b, 0, j], acc[b, 0, H + j], h[b, d, j], ga, bound, std)
 
 
-def _outlined(helper, name):
-    """An out-of-line (not numba-inlined) copy of an inline helper, for a rare path.
+def _variant(kernel, name, **constants):
+    """A second dispatcher compiled from ``kernel``'s source with some module constants changed.
 
-    The unit loops are inlined twice per kernel: once with the default activations
-    (``std`` True), which the hot path needs inlined, and once with any ONNX activation.
-    Inlining at numba's level re-types the whole helper at each site, and that typing is
-    most of a kernel's compile time; the generic copy runs once per step over all units,
-    so a call costs nothing that matters and compiling it once saves seconds per kernel.
+    Numba reads module globals as compile-time constants and prunes an ``if`` on one
+    before typing, so the copy never types, let alone compiles, the branch it cannot take.
     """
-    fn = helper.py_func
-    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-    copy.__qualname__ = name
+    fn = kernel.py_func
+    scope = dict(fn.__globals__, **constants)
+    copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name  # the numba cache is keyed by it: the copies must not collide
     copy.__doc__ = fn.__doc__
     return njit(**KERNEL)(copy)
-
-
-_rnn_units_any = _outlined(_rnn_units, "_rnn_units_any")
-_lstm_units_any = _outlined(_lstm_units, "_lstm_units_any")
-_gru_gates_lbr_any = _outlined(_gru_gates_lbr, "_gru_gates_lbr_any")
-_gru_gates_zr_any = _outlined(_gru_gates_zr, "_gru_gates_zr_any")
-_gru_units_any = _outlined(_gru_units, "_gru_units_any")
 
 
 # --- recurrent kernels ------------------------------------------------------------------
@@ -273,7 +270,6 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     f = cf[CFG_F:CFG_F + 3]
     bound = cf[CFG_CLIP]
     reverse = cf[CFG_REVERSE] != 0
-    std = cf[CFG_STD] != 0
     y_off = int(cf[CFG_YOFF])
     v = V[d]
     bias = v[0:GH]
@@ -296,10 +292,7 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                     _pad(y, b, t, y_off, Hr)
                     continue
                 _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
-                if std:
-                    _rnn_units(gx, k, b, d, f, bound, h, True)
-                else:
-                    _rnn_units_any(gx, k, b, d, f, bound, h, False)
+                _rnn_units(gx, k, b, d, f, bound, h, DEFAULT_ACTS)
                 _emit(h, b, d, y, t, y_off, Hr)
 
 
@@ -318,7 +311,6 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
     coupled = cf[CFG_COUPLED] != 0
     has_proj = cf[CFG_PROJ] != 0
     reverse = cf[CFG_REVERSE] != 0
-    std = cf[CFG_STD] != 0
     y_off = int(cf[CFG_YOFF])
     v = V[d]
     bias = v[0:GH]
@@ -347,10 +339,7 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
                     _pad(y, b, t, y_off, Hr)
                     continue
                 _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
-                if std:
-                    _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, True)
-                else:
-                    _lstm_units_any(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, False)
+                _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
                 if has_proj:
                     _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
                 else:
@@ -372,7 +361,6 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     bound = cf[CFG_CLIP]
     lbr = cf[CFG_LBR] != 0
     reverse = cf[CFG_REVERSE] != 0
-    std = cf[CFG_STD] != 0
     y_off = int(cf[CFG_YOFF])
     v = V[d]
     bias = v[0:GH]
@@ -399,25 +387,21 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
                     _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
-                    if std:
-                        _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, True)
-                    else:
-                        _gru_gates_lbr_any(gx, k, acc, b, rbh, fa, bound, False)
+                    _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
                 else:
                     # z and r first, then (r * h)·Rh
                     _matvec(h, b, d, Rd, sR, acc, b, 0, 0, 2 * H)
-                    if std:
-                        _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, True)
-                    else:
-                        _gru_gates_zr_any(gx, k, acc, b, d, h, rh, fa, bound, False)
+                    _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
                     _matvec(rh, b, 0, Rd, sR, acc, b, 0, 2 * H, H)
                     for j in range(H):
                         acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
-                if std:
-                    _gru_units(acc, b, d, ga, bound, h, True)
-                else:
-                    _gru_units_any(acc, b, d, ga, bound, h, False)
+                _gru_units(acc, b, d, ga, bound, h, DEFAULT_ACTS)
                 _emit(h, b, d, y, t, y_off, Hr)
+
+
+rnn_sequence_any = _variant(rnn_sequence, "rnn_sequence_any", DEFAULT_ACTS=False)
+lstm_sequence_any = _variant(lstm_sequence, "lstm_sequence_any", DEFAULT_ACTS=False)
+gru_sequence_any = _variant(gru_sequence, "gru_sequence_any", DEFAULT_ACTS=False)
 
 
 # --- feed-forward kernels ---------------------------------------------------------------

@@ -33,11 +33,11 @@ Activations are selected by integer code (``tinyrnn.spec.ACTIVATIONS``) with ONN
 ``alpha``/``beta``. An activation triple ``act`` is a float32 array ``[code, alpha, beta]``.
 
 Speed. The unit functions take a ``std`` flag meaning "the activations are the cell's
-defaults" (sigmoid/tanh). Kernels call them in two loops, one with ``std=True`` and one
-with ``std=False``; the small functions here are inlined into the kernels at numba's IR
-level (numba does not inline across separately compiled functions otherwise), so in the
-``std=True`` loop the constant folds away the generic activation switch and the loop
-vectorises. ``tanh`` and ``sigmoid`` are branch-free rational approximations (fitted by
+defaults" (sigmoid/tanh). Each CPU kernel is compiled twice from one source, with ``std``
+a compile-time constant (``cpu_kernels.DEFAULT_ACTS``); the small functions here are
+inlined into the kernels at numba's IR level (LLVM does not reliably inline separately
+compiled numba functions), so with ``std=True`` the generic activation switch folds away
+and the unit loop vectorises. ``tanh`` and ``sigmoid`` are branch-free rational approximations (fitted by
 ``tools/fit_tanh.py``): max abs error 3.5e-7 for tanh, 2e-7 for sigmoid, |tanh| <= 1;
 ``tests/test_math.py`` pins these bounds. Only the generic switch ``activate`` stays an
 out-of-line call, which keeps compile times short.
