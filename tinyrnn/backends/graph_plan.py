@@ -19,9 +19,9 @@ neighbouring layer, so a step makes fewer compiled calls and fewer passes over b
 
 from __future__ import annotations
 
-import numpy as np
-
 from collections import Counter
+
+import numpy as np
 
 from ..graph_layers import (
     BINARY,
@@ -36,9 +36,9 @@ from ..graph_layers import (
     Slice,
     pqr,
 )
-from . import graph_kernels as G
 from ..layers import Activation
 from ..spec import ACTIVATIONS
+from . import graph_kernels as G
 from .weights import kernel_view
 
 _PAD_MODES = {"constant": G.PAD_CONSTANT, "reflect": G.PAD_REFLECT, "edge": G.PAD_EDGE}
