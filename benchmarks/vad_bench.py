@@ -1,6 +1,6 @@
 """Silero VAD per 576-sample chunk: tinyrnn beside onnxruntime, one thread each, same run.
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/vad_bench.py [--variant silero_vad.onnx]
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/vad_bench.py [--variant silero_vad.onnx] [--same-rounds]
 
 For each variant of the silero-vad wheel: onnxruntime called once per chunk with its state
 (what silero-vad's ``OnnxWrapper`` does, minus the torch glue), tinyrnn ``Stream.step`` per
@@ -113,12 +113,44 @@ def bench_variant(name: str, data: Path, chunks: np.ndarray, batch: int) -> dict
     return row
 
 
+def same_rounds(data: Path, chunks: np.ndarray, names: list[str], rounds: int) -> None:
+    """Every variant's onnxruntime and tinyrnn step timed in the same interleaved rounds.
+
+    The main table times one variant after another, so each sees the machine of its own
+    minute; here all of them share every round, so differences between variants are the
+    variants' own (and the ratio of each is taken under the same load as the others).
+    """
+    from tinyrnn_converters import from_onnx
+
+    x1, x = chunks[:1], chunks[0]
+    out = np.empty(1, np.float32)
+    fns = {}
+    for name in names:
+        sess = ort_session(data / name)
+        feed = {"input": x1, "state": np.zeros((2, 1, 128), np.float32)}
+        if any(i.name == "sr" for i in sess.get_inputs()):
+            feed["sr"] = np.array(16000, np.int64)
+        s = from_onnx(str(data / name), constants=VARIANTS[name]).stream()
+        fns["ort " + name] = lambda sess=sess, feed=feed: sess.run(None, feed)
+        fns["trnn " + name] = lambda s=s: s.step(x, out=out)
+    t = paired(fns, rounds=rounds)
+    print(f"\nAll variants in the same {rounds} rounds (median; best in brackets):\n")
+    print("| variant | onnxruntime step | tinyrnn step | ratio |")
+    print("|---|---:|---:|---:|")
+    for name in names:
+        o, r = t["ort " + name], t["trnn " + name]
+        print(f"| {name} | {o[0] * 1e6:.1f} µs ({o[1] * 1e6:.1f}) | {r[0] * 1e6:.1f} µs ({r[1] * 1e6:.1f}) | "
+              f"{r[0] / o[0]:.2f} ({r[1] / o[1]:.2f}) |", flush=True)
+
+
 def main(argv=None) -> int:
     import silero_vad
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="default: all")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--same-rounds", action="store_true",
+                    help="also time every variant's step in the same interleaved rounds")
     args = ap.parse_args(argv)
     data = Path(silero_vad.__file__).parent / "data"
     rng = np.random.default_rng(0)
@@ -137,6 +169,8 @@ def main(argv=None) -> int:
               f"({med['step'] / med['ort_step']:.2f}) | {us(r['process'])} | {r['process'] / r['ort_step']:.2f} "
               f"({med['process'] / med['ort_step']:.2f}) | {us(r.get('ort_batch'))} | {us(r.get('step_batch'))} |",
               flush=True)
+    if args.same_rounds:
+        same_rounds(data, chunks, args.variant or list(VARIANTS), rounds=15)
     return 0
 
 

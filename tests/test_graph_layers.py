@@ -178,7 +178,7 @@ def test_bad_configs_are_model_format_errors():
         layer.validate_tensors()
 
 
-@pytest.mark.parametrize("n_fft,hop,bins,L", [(256, 128, 129, 640), (16, 4, 9, 40), (8, 8, 3, 8)])
+@pytest.mark.parametrize("n_fft,hop,bins,L", [(256, 128, 129, 640), (16, 4, 9, 40), (8, 8, 3, 8), (4, 2, 3, 10), (2, 1, 2, 5)])
 def test_dft_magnitude_matches_numpy_fft(rng, n_fft, hop, bins, L):
     from tinyrnn.graph_layers import DftMagnitude
 

@@ -177,6 +177,8 @@ class Stream:
         self._run_step = self._step_plan.run
         self._step_shape_out = self._step_out.shape
         self._is_device = getattr(self._backend, "is_device_array", None)  # GPU backends only
+        # host backends: the step output is already a host array, read without a call
+        self._host_out = self._step_out if self._is_device is None else None
 
     # --- stepping -----------------------------------------------------------------------
     def step(self, x, out: np.ndarray | None = None) -> np.ndarray:
@@ -194,7 +196,9 @@ class Stream:
         if not self._busy.acquire(False):
             raise ConcurrentUseError("this Stream is being used by another thread; give each thread its own stream")
         try:
-            if self._step_fast and type(x) is np.ndarray and x.dtype == _F32 and x.shape == self._step_shape:
+            # ``is``: numpy's native float32 dtype is one object; any other float32 dtype
+            # (byte-swapped, say) takes the full path below, which converts it
+            if self._step_fast and type(x) is np.ndarray and x.dtype is _F32 and x.shape == self._step_shape:
                 self._step_in[...] = x
             elif self._is_device is not None and (self._is_device(x) or self._is_device(out)):
                 return self._step_device(x, out)
@@ -211,7 +215,8 @@ class Stream:
                     "a read-only array" if isinstance(out, np.ndarray) else type(out).__name__)
                 raise InputError(f"out must be a writable float32 array of shape {self._step_out.shape}, "
                                  f"found {what}")
-            out[...] = self._backend.to_host(self._step_out, copy=False)
+            host = self._host_out
+            out[...] = host if host is not None else self._backend.to_host(self._step_out, copy=False)
             return out
         finally:
             self._busy.release()

@@ -15,7 +15,7 @@ from ..graph_layers import GRAPH_LAYER_TYPES, Reshape
 from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
 from . import graph_kernels as G
-from .graph_plan import graph_calls, prepare_graph
+from .graph_plan import fuse, graph_calls, prepare_graph
 from .packing import CFG_STD, prepare
 
 name = "cpu"
@@ -99,16 +99,23 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
     values = {"input": inp}
     values.update({name: state[name][""].reshape(B, 1, *st["shape"]) for name, st in model.states.items()})
     calls = []
+    fusion = fuse(model)
     for layer, prep in zip(model.layers, prepared(model)):
-        x = values[layer.inputs[0]]
+        f = fusion.get(layer.name, {})
+        if "drop" in f:  # computed inside its only reader's call (graph_plan.fuse)
+            continue
+        if "alias" in f:  # a view of another buffer, or written by the call it was fused into
+            values[layer.name] = values[f["alias"]].reshape(B, T, *model.shapes[layer.name])
+            continue
+        ins = [f.get("reads", layer.inputs[0]), *layer.inputs[1:]]
+        x = values[ins[0]]
         if isinstance(layer, Reshape):  # the same buffer under another shape: no call
             values[layer.name] = x.reshape(B, T, *model.shapes[layer.name])
             continue
         y = np.empty((B, T, *model.shapes[layer.name]), np.float32)
         values[layer.name] = y
         if layer.type in GRAPH_LAYER_TYPES:
-            calls.extend(graph_calls(layer, prep, [values[i] for i in layer.inputs], y,
-                                     [model.shapes[i] for i in layer.inputs]))
+            calls.extend(graph_calls(layer, prep, [values[i] for i in ins], y, [model.shapes[i] for i in ins], f))
         elif isinstance(layer, Recurrent):
             st = state[layer.name]
             work = np.empty(K.work_size(B, T, layer.gates, layer.hidden_size, layer.recurrent_size), np.float32)
