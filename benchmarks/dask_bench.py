@@ -20,6 +20,11 @@ scoring them, and bringing every answer back to the client. **Outside**: startin
 cluster, imports, building the model on each worker and loading the Numba cache (a
 warm-up job per engine does these; the script checks that no timed task compiled a kernel).
 
+The cluster is what ``tinyrnn run --workers N`` starts, ``tinyrnn.dask.connect(workers=N)``:
+N worker processes of one thread, OpenMP/BLAS pools capped at one thread, Dask's monitors
+slowed down (``tinyrnn.dask.LOCAL_CLUSTER_CONFIG``); ``--dask-defaults`` starts a plain
+``LocalCluster`` with Dask's default monitors instead.
+
 For each timed run it reads the CPU time of this process (the client, and in a
 LocalCluster also the scheduler and the nannies) and of every thread of every worker
 process (the busiest thread is the one running tasks; the rest is the worker's event loop,
@@ -44,7 +49,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "OPENBLAS_NUM_THREADS": "1"}
+              "OPENBLAS_NUM_THREADS": "1"}  # = tinyrnn.dask.WORKER_ENV
 
 
 def make_windows(seeds, F: int, t_min: int, t_max: int) -> list:
@@ -226,11 +231,9 @@ def main(argv=None) -> int:
     p.add_argument("--output", nargs="+", default=["array", "bag"], choices=["array", "bag"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--control", action="store_true", help="also time the same work in 1 and 2 plain processes")
-    p.add_argument("--no-profile", action="store_true",
-                   help="turn off Dask's statistical profiler in the workers (a 10 ms sampler, on by default)")
+    p.add_argument("--dask-defaults", action="store_true",
+                   help="keep Dask's monitors at their default rates instead of tinyrnn.dask.LOCAL_CLUSTER_CONFIG")
     args = p.parse_args(argv)
-    if args.no_profile:
-        dask.config.set({"distributed.worker.profile.enabled": False})
 
     module = torch_lstm(args.features, args.hidden, seed=0).float()
     model = tinyrnn_from_torch(module)
@@ -246,15 +249,21 @@ def main(argv=None) -> int:
         ("torch", "bag"): lambda: windows.map_partitions(torch_partition, spec_key, args.batch_size),
     }
     jobs = {k: v for k, v in jobs.items() if k[0] in args.engines and k[1] in args.output}
-    print(f"{args.sequences} windows of {args.t_min}-{args.t_max} steps x {args.features} features, "
+    print(("Dask's default monitors" if args.dask_defaults else "tinyrnn.dask.connect (quiet monitors)") + "; "
+          f"{args.sequences} windows of {args.t_min}-{args.t_max} steps x {args.features} features, "
           f"LSTM {args.features}->{args.hidden}, reduce=last, batch {args.batch_size}, {args.partitions} "
           f"partitions; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print("CPU seconds per timed job: client = this process (client, scheduler, nannies); tasks = each "
           "worker's task thread; rest = the workers' other threads; occupancy = task time / (wall x workers)")
     rates: dict = {}
     for n in args.workers:
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          env=THREAD_ENV) as cl, Client(cl) as client:
+        if args.dask_defaults:
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   env=THREAD_ENV)
+            connection = Client(cluster)
+        else:  # what `tinyrnn run --workers N` starts
+            cluster, connection = None, tdask.connect(workers=n)
+        with connection as client:
             pids = list(client.run(_set_threads).values())
             meter = CPUMeter(pids)
             answers = {}
@@ -285,6 +294,8 @@ def main(argv=None) -> int:
             ref = next(iter(answers.values()))
             diff = max(float(np.abs(v - ref).max()) for v in answers.values())
             print(f"  max |difference| between every engine's answers: {diff:.2e}")
+        if cluster is not None:
+            cluster.close()
     if args.control:
         print("without Dask (plain processes started together, windows generated in each):")
         for engine in args.engines:

@@ -233,16 +233,24 @@ def test_errors_cross_the_cluster_as_tinyrnn_errors(client):
         tdask.score(m, db.from_sequence(["ab"]))
 
 
-def _thread_env():
-    return {k: os.environ.get(k) for k in tdask.WORKER_ENV}
+def _worker_setup():
+    import dask
+
+    return {k: os.environ.get(k) for k in tdask.WORKER_ENV}, {k: dask.config.get(k) for k in tdask.LOCAL_CLUSTER_CONFIG}
 
 
-def test_local_cluster_workers_run_one_thread_each(monkeypatch):
+def test_local_cluster_workers_run_one_thread_each_with_quiet_monitors(monkeypatch):
+    import dask
+
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # what a worker would otherwise inherit
     with tdask.connect(workers=1) as c:
-        (env,) = c.run(_thread_env).values()
+        ((env, config),) = c.run(_worker_setup).values()
         (nthreads,) = c.nthreads().values()
+        tick = c.cluster.scheduler._tick_interval  # seconds; read by the scheduler when it started
     assert env == tdask.WORKER_ENV and nthreads == 1
+    assert config == tdask.LOCAL_CLUSTER_CONFIG  # the workers got the slower monitors
+    assert tick == 1.0
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's config is untouched
 
 
 def test_unreachable_scheduler_names_the_address():

@@ -29,7 +29,7 @@ from .batching import bits_per_character, check_batch_size, check_reduce, run_ma
 from .errors import ClusterError, InputError, MissingDependencyError
 
 __all__ = ["ModelRef", "run", "run_array", "score", "line_bits", "run_frame", "score_frame", "run_files", "files", "connect",
-           "compute", "worker_stats"]
+           "compute", "worker_stats", "WORKER_ENV", "LOCAL_CLUSTER_CONFIG"]
 
 _INSTALL = "pip install 'tinyrnn[dask]'"
 
@@ -386,12 +386,26 @@ def files(model, pairs, reduce=None, batch_size: int = 64, npartitions: int | No
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
+# Dask's monitors, at their default rates, keep an idle 2-worker LocalCluster busy for about
+# 18% of one core (measured, docs/dask.md): the event-loop tick (every 20 ms in the
+# scheduler and each worker), the workers' statistical profiler (10 ms), the system monitor
+# (500 ms) and the nannies' memory monitor (100 ms). They feed the dashboard and its
+# warnings; on a small machine every core they take is taken from the workers.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+
 
 class connect:
     """A ``distributed.Client`` for the command line: ``connect(scheduler="tcp://host:8786")``
     joins a running cluster, ``connect(workers=N)`` starts a ``LocalCluster`` of N worker
     processes (one thread each; Numba kernels are single-threaded, so processes scale; the
-    workers' environment gets ``WORKER_ENV``, which caps OpenMP/BLAS/Numba pools at one thread).
+    workers' environment gets ``WORKER_ENV``, which caps OpenMP/BLAS/Numba pools at one thread),
+    with Dask's monitors slowed down (``LOCAL_CLUSTER_CONFIG``) so they leave the cores to the
+    workers. A running cluster keeps its own configuration.
     Use as a context manager; leaving it closes what it started.
 
     Raises ``ClusterError`` naming the address when the scheduler cannot be reached within
@@ -418,9 +432,14 @@ class connect:
         try:
             # one thread per worker, and no thread pools inside it either (numpy's BLAS, OpenMP):
             # N workers on N cores must not start N x cores threads
-            self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                                    dashboard_address=":0", env=dict(WORKER_ENV))
-            self.client = distributed.Client(self.cluster)
+            import dask
+
+            # the scheduler, the nannies and (through them) the workers read these when they start
+            with dask.config.set(LOCAL_CLUSTER_CONFIG):
+                self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                                        processes=True, dashboard_address=":0",
+                                                        env=dict(WORKER_ENV))
+                self.client = distributed.Client(self.cluster)
         except (OSError, TimeoutError) as e:
             self.__exit__()
             raise ClusterError(f"cannot start a local Dask cluster of {self.workers} workers: {e}") from None
