@@ -160,6 +160,44 @@ class CPUMeter:
         return {"client": b[0] - a[0], "tasks": tasks, "worker_rest": rest}
 
 
+class MachineMeter:
+    """CPU seconds the whole machine spent busy (``/proc/stat``) beside those of this process
+    and its children: the difference is what other programs took while we measured."""
+
+    def __init__(self):
+        import psutil
+
+        self.me = psutil.Process()
+        self.start = self._read()
+        self.t0 = time.perf_counter()
+
+    def _read(self):
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except OSError:
+            return None
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
+        t = self.me.cpu_times()
+        ours = t.user + t.system + t.children_user + t.children_system  # with children already ended
+        for c in self.me.children(recursive=True):
+            try:
+                ours += _cpu(c.cpu_times())
+            except Exception:  # a process that just ended
+                pass
+        return busy, ours
+
+    def report(self) -> str:
+        end = self._read()
+        if end is None or self.start is None:
+            return "(no /proc/stat: other programs' CPU unknown)"
+        wall = time.perf_counter() - self.t0
+        others = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return (f"other programs used {max(others, 0):.1f} CPU s in these {wall:.0f} s "
+                f"({max(others, 0) / (wall * os.cpu_count()):.0%} of the machine); "
+                f"load average now {os.getloadavg()[0]:.2f}")
+
+
 # --- the same work without Dask -----------------------------------------------------------
 
 
@@ -256,6 +294,7 @@ def main(argv=None) -> int:
     print("CPU seconds per timed job: client = this process (client, scheduler, nannies); tasks = each "
           "worker's task thread; rest = the workers' other threads; occupancy = task time / (wall x workers)")
     rates: dict = {}
+    machine = MachineMeter()
     for n in args.workers:
         if args.dask_defaults:
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
@@ -268,7 +307,8 @@ def main(argv=None) -> int:
             meter = CPUMeter(pids)
             answers = {}
             for (engine, output), job in jobs.items():
-                got = client.compute(job()).result()  # warm-up: imports, model built, Numba cache, first calls
+                with get_task_stream(client):  # warm-up: imports, model built, Numba cache, first calls
+                    got = client.compute(job()).result()
                 answers[(engine, output)] = np.asarray(got) if output == "array" else np.stack(got)
                 compiled = sum(s["tasks_that_compiled"] for s in client.run(tdask.worker_stats).values())
                 best = None
@@ -296,6 +336,8 @@ def main(argv=None) -> int:
             print(f"  max |difference| between every engine's answers: {diff:.2e}")
         if cluster is not None:
             cluster.close()
+        print("  " + machine.report())
+        machine = MachineMeter()
     if args.control:
         print("without Dask (plain processes started together, windows generated in each):")
         for engine in args.engines:
@@ -303,6 +345,7 @@ def main(argv=None) -> int:
                 rates[(engine, "none", procs)] = control(engine, dumps(model), torch_spec, args, procs)
                 print(f"  {procs} process{'es' if procs > 1 else '  '} {engine:<8} "
                       f"{rates[(engine, 'none', procs)]:>8,.0f} seq/s", flush=True)
+        print("  " + machine.report())
     base = min(args.workers)
     outputs = list(args.output) + (["none"] if args.control else [])
     for n in args.workers:
