@@ -325,8 +325,8 @@ def main(argv=None) -> int:
                         best = (wall, cpu, busy / (wall * n))
                 compiled = sum(s["tasks_that_compiled"] for s in client.run(tdask.worker_stats).values()) - compiled
                 wall, cpu, occ = best
-                rates[(engine, output, n)] = args.sequences / wall
-                print(f"  {n} worker{'s' if n > 1 else ' '} {engine:<8} {output:<5} {rates[(engine, output, n)]:>8,.0f} "
+                rate = rates[(engine, output, n)] = args.sequences / wall
+                print(f"  {n} worker{'s' if n > 1 else ' '} {engine:<8} {output:<5} {rate:>8,.0f} "
                       f"seq/s ({wall:.3f} s)  CPU s: client {cpu['client']:.2f}  tasks {cpu['tasks']:.2f}  "
                       f"rest {cpu['worker_rest']:.2f}  occupancy {occ:.0%}"
                       + (f"  [{compiled} timed tasks compiled a kernel]" if compiled and engine == "tinyrnn" else ""),

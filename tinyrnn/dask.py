@@ -28,8 +28,8 @@ import numpy as np
 from .batching import bits_per_character, check_batch_size, check_reduce, run_many
 from .errors import ClusterError, InputError, MissingDependencyError
 
-__all__ = ["ModelRef", "run", "run_array", "score", "line_bits", "run_frame", "score_frame", "run_files", "files", "connect",
-           "compute", "worker_stats", "WORKER_ENV", "LOCAL_CLUSTER_CONFIG"]
+__all__ = ["ModelRef", "run", "run_array", "score", "line_bits", "run_frame", "score_frame", "run_files", "files",
+           "connect", "compute", "worker_stats", "WORKER_ENV", "LOCAL_CLUSTER_CONFIG"]
 
 _INSTALL = "pip install 'tinyrnn[dask]'"
 
@@ -430,11 +430,11 @@ class connect:
                                    f"address tcp://HOST:PORT?") from None
             return self.client
         try:
-            # one thread per worker, and no thread pools inside it either (numpy's BLAS, OpenMP):
-            # N workers on N cores must not start N x cores threads
             import dask
 
-            # the scheduler, the nannies and (through them) the workers read these when they start
+            # one thread per worker, and no thread pools inside it either (numpy's BLAS, OpenMP):
+            # N workers on N cores must not start N x cores threads. The scheduler, the nannies
+            # and (through them) the workers read the configuration when they start.
             with dask.config.set(LOCAL_CLUSTER_CONFIG):
                 self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                                         processes=True, dashboard_address=":0",
