@@ -152,6 +152,42 @@ def test_model_sent_once_per_worker_and_kernels_warm_after_first_task(client):
     assert tasks == 24
 
 
+@pytest.mark.parametrize("reduce", ["last", "mean"])
+def test_run_array_stacks_each_partition_in_order(client, reduce):
+    m = float_model(seed=13)
+    seqs = [s for s in float_seqs(seed=14) if len(s)]
+    bag = db.from_sequence(seqs, npartitions=4).filter(lambda s: len(s) > 3)  # some partitions lose rows
+    kept = [s for s in seqs if len(s) > 3]
+    want = np.stack([m.run(s)[-1] if reduce == "last" else m.run(s).mean(0, dtype=np.float32) for s in kept])
+    arr = tdask.run_array(m, bag, reduce=reduce, batch_size=2)
+    assert arr.shape[1:] == (2,) and arr.dtype == np.float32 and arr.numblocks == (bag.npartitions, 1)
+    got = client.compute(arr).result()
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    # one task per partition beside the Bag's own and the model's: no per-partition aliases
+    assert len(dict(arr.__dask_graph__())) == len(dict(bag.__dask_graph__())) + bag.npartitions + 1
+
+
+def test_run_array_of_empty_partitions_and_token_model(client):
+    rng = np.random.default_rng(15)
+    m = random_text_model(rng, "abc\n", cell="gru")
+    seqs = [rng.integers(0, 4, t) for t in (3, 5, 1, 2)]
+    bag = db.from_sequence(seqs, npartitions=2).filter(lambda s: len(s) > 2)  # the second partition empties
+    got = client.compute(tdask.run_array(m, bag, reduce="mean")).result()
+    np.testing.assert_array_equal(got, np.stack([m.run(s).mean(0, dtype=np.float32) for s in seqs[:2]]))
+    empty = client.compute(tdask.run_array(m, db.from_sequence(seqs, npartitions=2).filter(lambda s: False))).result()
+    assert empty.shape == (0, 4) and empty.dtype == np.float32
+
+
+def test_run_array_refuses_ragged_outputs():
+    bag = db.from_sequence([np.zeros((2, 3), np.float32)])
+    for bad in (None, len):
+        with pytest.raises(InputError, match="reduce must be 'last' or 'mean'"):
+            tdask.run_array(float_model(), bag, reduce=bad)
+    with pytest.raises(InputError, match="expected a dask.bag.Bag"):
+        tdask.run_array(float_model(), [np.zeros((2, 3), np.float32)])
+
+
 def _slow(seq):
     time.sleep(0.05)
     return seq
@@ -195,6 +231,26 @@ def test_errors_cross_the_cluster_as_tinyrnn_errors(client):
         tdask.run(m, bag, reduce="sum")
     with pytest.raises(InputError, match="scoring text needs a text model"):
         tdask.score(m, db.from_sequence(["ab"]))
+
+
+def _worker_setup():
+    import dask
+
+    return {k: os.environ.get(k) for k in tdask.WORKER_ENV}, {k: dask.config.get(k) for k in tdask.LOCAL_CLUSTER_CONFIG}
+
+
+def test_local_cluster_workers_run_one_thread_each_with_quiet_monitors(monkeypatch):
+    import dask
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # what a worker would otherwise inherit
+    with tdask.connect(workers=1) as c:
+        ((env, config),) = c.run(_worker_setup).values()
+        (nthreads,) = c.nthreads().values()
+        tick = c.cluster.scheduler._tick_interval  # seconds; read by the scheduler when it started
+    assert env == tdask.WORKER_ENV and nthreads == 1
+    assert config == tdask.LOCAL_CLUSTER_CONFIG  # the workers got the slower monitors
+    assert tick == 1.0
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's config is untouched
 
 
 def test_unreachable_scheduler_names_the_address():

@@ -28,8 +28,8 @@ import numpy as np
 from .batching import bits_per_character, check_batch_size, check_reduce, run_many
 from .errors import ClusterError, InputError, MissingDependencyError
 
-__all__ = ["ModelRef", "run", "score", "line_bits", "run_frame", "score_frame", "run_files", "files", "connect",
-           "compute", "worker_stats"]
+__all__ = ["ModelRef", "run", "run_array", "score", "line_bits", "run_frame", "score_frame", "run_files", "files",
+           "connect", "compute", "worker_stats", "WORKER_ENV", "LOCAL_CLUSTER_CONFIG"]
 
 _INSTALL = "pip install 'tinyrnn[dask]'"
 
@@ -181,6 +181,44 @@ def run(model, seqs, reduce=None, batch_size: int = 64):
     check_reduce(reduce)
     batch_size = check_batch_size(batch_size)
     return seqs.map_partitions(_run_partition, _model_key(model), reduce, batch_size)
+
+
+def _stacked_partition(seqs, ref: ModelRef, reduce, batch_size: int) -> np.ndarray:
+    model = ref.model
+    outs = _task(run_many, model, list(seqs), reduce, batch_size)
+    return np.stack(outs) if outs else np.zeros((0, *model.output_shape), np.float32)
+
+
+def run_array(model, seqs, reduce="last", batch_size: int = 64):
+    """One output per sequence of a Dask Bag, as a lazy ``dask.array.Array`` ``(N, *out)``
+    float32, rows in the order of ``seqs``, one chunk per partition.
+
+    What ``run(model, seqs, reduce)`` answers, stacked on the workers: a partition's
+    results travel (to another worker, or back to the client) as one array instead of one
+    small array per sequence, whose per-object cost in Dask's serialisation otherwise
+    rivals the scoring itself for small models. ``reduce``: ``"last"`` or ``"mean"`` (a
+    fixed shape per sequence). The chunk lengths are unknown until computed (``nan``), as
+    Dask cannot count a Bag's partitions without reading them. Raises ``InputError`` for bad
+    arguments now and for a bad sequence when computed; ``MissingDependencyError`` without
+    Dask.
+    """
+    _check_bag(seqs, "sequences")
+    check_reduce(reduce)
+    if reduce not in ("last", "mean"):
+        raise InputError(f"run_array stacks one fixed-shape output per sequence: reduce must be 'last' or 'mean', "
+                         f"found {reduce!r} (use run for ragged outputs)")
+    batch_size = check_batch_size(batch_size)
+    key = _model_key(model)
+    base, da, hlg = _require("dask.base", "dask.array", "dask.highlevelgraph")
+    out = tuple(model.output_shape)
+    name = "tinyrnn-run-array-" + base.tokenize(seqs, key, reduce, batch_size)
+    # one task per partition, straight from the Bag's partition key to the array's chunk
+    # key: from_delayed + concatenate would add two alias tasks per partition
+    tail = (0,) * len(out)
+    layer = {(name, i, *tail): (_stacked_partition, (seqs.name, i), key.key, reduce, batch_size)
+             for i in range(seqs.npartitions)}
+    graph = hlg.HighLevelGraph.from_collections(name, layer, dependencies=[seqs, key])
+    return da.Array(graph, name, chunks=((np.nan,) * seqs.npartitions, *((d,) for d in out)), dtype=np.float32)
 
 
 def _bits_partition(lines, ref: ModelRef, batch_size: int) -> list:
@@ -346,10 +384,28 @@ def files(model, pairs, reduce=None, batch_size: int = 64, npartitions: int | No
 # --- clusters -----------------------------------------------------------------------------
 
 
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+# Dask's monitors, at their default rates, keep an idle 2-worker LocalCluster busy for about
+# 18% of one core (measured, docs/dask.md): the event-loop tick (every 20 ms in the
+# scheduler and each worker), the workers' statistical profiler (10 ms), the system monitor
+# (500 ms) and the nannies' memory monitor (100 ms). They feed the dashboard and its
+# warnings; on a small machine every core they take is taken from the workers.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+
+
 class connect:
     """A ``distributed.Client`` for the command line: ``connect(scheduler="tcp://host:8786")``
     joins a running cluster, ``connect(workers=N)`` starts a ``LocalCluster`` of N worker
-    processes (one thread each; Numba kernels are single-threaded, so processes scale).
+    processes (one thread each; Numba kernels are single-threaded, so processes scale; the
+    workers' environment gets ``WORKER_ENV``, which caps OpenMP/BLAS/Numba pools at one thread),
+    with Dask's monitors slowed down (``LOCAL_CLUSTER_CONFIG``) so they leave the cores to the
+    workers. A running cluster keeps its own configuration.
     Use as a context manager; leaving it closes what it started.
 
     Raises ``ClusterError`` naming the address when the scheduler cannot be reached within
@@ -374,9 +430,16 @@ class connect:
                                    f"address tcp://HOST:PORT?") from None
             return self.client
         try:
-            self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                                    dashboard_address=":0")
-            self.client = distributed.Client(self.cluster)
+            import dask
+
+            # one thread per worker, and no thread pools inside it either (numpy's BLAS, OpenMP):
+            # N workers on N cores must not start N x cores threads. The scheduler, the nannies
+            # and (through them) the workers read the configuration when they start.
+            with dask.config.set(LOCAL_CLUSTER_CONFIG):
+                self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                                        processes=True, dashboard_address=":0",
+                                                        env=dict(WORKER_ENV))
+                self.client = distributed.Client(self.cluster)
         except (OSError, TimeoutError) as e:
             self.__exit__()
             raise ClusterError(f"cannot start a local Dask cluster of {self.workers} workers: {e}") from None
