@@ -120,17 +120,15 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
             st = state[layer.name]
             work = np.empty(K.work_size(B, T, layer.gates, layer.hidden_size, layer.recurrent_size), np.float32)
             for d in range(layer.num_directions):
-                default_acts = prep["cfg"][d, CFG_STD] != 0  # compile only the kernel this direction needs
+                # only the kernel this direction needs gets compiled
+                kernel = K.SEQUENCE_KERNELS[layer.cell, bool(prep["cfg"][d, CFG_STD])]
                 if layer.cell == "lstm":
-                    kernel = K.lstm_sequence if default_acts else K.lstm_sequence_any
                     calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["proj"], prep["V"],
                                                     prep["cfg"], d, st["h"], st["c"], y, work)))
                 elif layer.cell == "gru":
-                    kernel = K.gru_sequence if default_acts else K.gru_sequence_any
                     calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
                                                    d, st["h"], y, work)))
                 else:
-                    kernel = K.rnn_sequence if default_acts else K.rnn_sequence_any
                     calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
                                                    d, st["h"], y, work)))
         elif isinstance(layer, Dense):

@@ -403,6 +403,13 @@ rnn_sequence_any = _variant(rnn_sequence, "rnn_sequence_any", DEFAULT_ACTS=False
 lstm_sequence_any = _variant(lstm_sequence, "lstm_sequence_any", DEFAULT_ACTS=False)
 gru_sequence_any = _variant(gru_sequence, "gru_sequence_any", DEFAULT_ACTS=False)
 
+# (cell, default activations?) -> the recurrent kernel a layer's direction runs
+SEQUENCE_KERNELS = {
+    ("rnn", True): rnn_sequence, ("rnn", False): rnn_sequence_any,
+    ("lstm", True): lstm_sequence, ("lstm", False): lstm_sequence_any,
+    ("gru", True): gru_sequence, ("gru", False): gru_sequence_any,
+}
+
 
 # --- feed-forward kernels ---------------------------------------------------------------
 
