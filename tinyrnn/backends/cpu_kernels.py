@@ -40,8 +40,39 @@ from .weights import load, scaled
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
 # "nnan"/"ninf": NaN and infinity must propagate as IEEE says (the NaN policy relies on it).
 FASTMATH = {"contract", "reassoc", "nsz"}
-KERNEL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+# _nrt=False: no kernel allocates, and without numba's runtime an array view or an array
+# handed to an inlined helper costs nothing. With it, every such array was reference
+# counted by an atomic increment and decrement per step: nine atomics a step, about a
+# fifth of a per-sample LSTM step (benchmarks/RESULTS.md, "Instructions per step").
+KERNEL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", _nrt=False)
 HELPER = dict(KERNEL, inline="always")
+
+
+def _noalias() -> dict:
+    """The jit option that marks a kernel's array arguments as not overlapping, if numba has it.
+
+    Without it LLVM must assume that, say, the cell state and the gate buffer may overlap,
+    and guards every vectorised loop of a step with run-time overlap checks (some 150
+    instructions a step of a small LSTM). Numba's compiler has the flag (its parallel
+    gufuncs set it) but does not expose it as a ``@njit`` option; this maps it. A numba
+    without the flag gets no option, and the checks come back: slower, never wrong.
+    The backends never pass overlapping arrays to a recurrent kernel (weights are read
+    only; ``x``, ``y``, ``h``, ``c`` and ``work`` are distinct buffers).
+    """
+    try:
+        from numba.core.compiler import Flags
+        from numba.core.cpu import CPUTargetOptions
+        from numba.core.options import TargetOptions
+    except ImportError:  # pragma: no cover - a numba that reorganised its internals
+        return {}
+    if not hasattr(Flags, "noalias"):
+        return {}  # pragma: no cover
+    if not isinstance(getattr(CPUTargetOptions, "noalias", None), TargetOptions.Mapping):
+        CPUTargetOptions.noalias = TargetOptions.Mapping("noalias")
+    return {"noalias": True}
+
+
+RECURRENT = dict(KERNEL, **_noalias())
 
 CHUNK = 32  # time steps whose input projection is hoisted together
 # Inputs this narrow (per-sample audio, sensors) are not worth a separate hoisting pass
@@ -253,13 +284,13 @@ def _variant(kernel, name, **constants):
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
     copy.__qualname__ = name  # the numba cache is keyed by it: the copies must not collide
     copy.__doc__ = fn.__doc__
-    return njit(**KERNEL)(copy)
+    return njit(**RECURRENT)(copy)
 
 
 # --- recurrent kernels ------------------------------------------------------------------
 
 
-@njit(**KERNEL)
+@njit(**RECURRENT)
 def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     """Elman RNN over x for one direction ``d``; see the module docstring for shapes."""
     B, T, _ = x.shape
@@ -296,7 +327,7 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                 _emit(h, b, d, y, t, y_off, Hr)
 
 
-@njit(**KERNEL)
+@njit(**RECURRENT)
 def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
     """LSTM (peepholes, coupled gates, clip, projection) over x for direction ``d``."""
     B, T, _ = x.shape
@@ -348,7 +379,7 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
                 _emit(h, b, d, y, t, y_off, Hr)
 
 
-@njit(**KERNEL)
+@njit(**RECURRENT)
 def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     """GRU (linear_before_reset 0 or 1, clip) over x for direction ``d``."""
     B, T, _ = x.shape
