@@ -66,3 +66,63 @@ def test_recurrent_kernels_mark_their_arrays_noalias():
     # argument 4 of numba's array struct is its data pointer
     for name in ("a", "b"):
         assert re.search(rf"ptr noalias [^%]*%arg\.{name}\.4\b", define), define
+
+
+# --- blocked products: large matrices, many rows -------------------------------------------
+# I=52, H=112: W (52 x 4H) and R (112 x 448) exceed simd.SMALL, so a chunk's input product
+# and a step of B >= BATCH_BLOCK_MIN streams go through _rows_block_acc. T spans two chunks.
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from builders import oracle_recurrent, random_recurrent, single_layer_model  # noqa: E402
+
+from tinyrnn.backends.simd import SMALL  # noqa: E402
+from tinyrnn.quantize import quantize_model  # noqa: E402
+
+I_BIG, H_BIG, B_BIG, T_BIG = 52, 112, 5, 2 * K.CHUNK + 7
+
+
+def _big(cell, direction="forward", **kw):
+    layer, w = random_recurrent(np.random.default_rng(7), cell, I_BIG, H_BIG, direction=direction,
+                                scale=0.15, **kw)
+    G = w["W"].shape[1]
+    if cell == "rnn":  # one gate: a wider layer for the same matrix sizes
+        return _big_rnn(direction, **kw)
+    assert I_BIG * G > SMALL and H_BIG * G > SMALL and B_BIG >= K.BATCH_BLOCK_MIN
+    return layer, w
+
+
+def _big_rnn(direction, **kw):
+    layer, w = random_recurrent(np.random.default_rng(7), "rnn", 4 * I_BIG, 4 * H_BIG, direction=direction,
+                                scale=0.05, **kw)
+    assert 4 * I_BIG * 4 * H_BIG > SMALL
+    return layer, w
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_blocked_products_match_the_oracle(cell):
+    layer, w = _big(cell, "bidirectional", **({"peepholes": True} if cell == "lstm" else {}))
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((B_BIG, T_BIG, I_BIG)).astype(np.float32)
+    lengths = np.array([T_BIG, 3, T_BIG - 5, 1, K.CHUNK + 1])
+    y = single_layer_model(layer).run(x, lengths=lengths)
+    ref, _ = oracle_recurrent(layer, w, x, lengths=lengths)
+    np.testing.assert_allclose(y, ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell,scheme", [("lstm", None), ("lstm", "int8"), ("lstm", "fp16"), ("rnn", None)])
+def test_streams_stepping_together_get_the_bits_of_one_stream_alone(cell, scheme):
+    layer, w = _big(cell)
+    model = single_layer_model(layer)
+    if scheme:
+        model = quantize_model(model, scheme)
+    x = np.random.default_rng(9).standard_normal((B_BIG, 12, w["W"].shape[2])).astype(np.float32)
+    together = model.stream(batch=B_BIG)
+    stepped = np.stack([together.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+    for b in range(B_BIG):
+        alone = model.stream(batch=1)
+        np.testing.assert_array_equal(alone.process(x[b:b + 1])[0], stepped[b])

@@ -79,6 +79,12 @@ CHUNK = 32  # time steps whose input projection is hoisted together
 # over a chunk: their input product is computed step by step instead (same arithmetic, so
 # the same bits). A single step (T == 1) never gains from hoisting either.
 FUSE_MAX_INPUT = 4
+# A product of many rows (the time steps of a hoisted chunk, or the streams of a batched
+# step) with a weight matrix too large for L1 walks the matrix in blocks of 4 rows x
+# BLOCK_COLS columns, each reused from L1 by every row, so the matrix is read once per
+# call instead of once per row (at LSTM 256 it is 1 MiB, larger than L2 with its partner).
+BLOCK_COLS = 128
+BATCH_BLOCK_MIN = 4  # streams from which a step's recurrent product is computed for all at once
 
 
 def work_size(B: int, T: int, G: int, H: int, Hr: int) -> int:
@@ -87,9 +93,10 @@ def work_size(B: int, T: int, G: int, H: int, Hr: int) -> int:
 
 
 # --- shared loops -----------------------------------------------------------------------
-# Inside the time loop nothing creates an array view: numba reference-counts every view
-# with atomic increments and decrements, which cost more than the arithmetic of a small
-# cell. The helpers take whole arrays and indices instead.
+# The helpers take whole arrays and indices. That began as a way around numba's
+# reference counting of views (atomics per view per step); the kernels now compile
+# without numba's runtime (``KERNEL``), where a view costs nothing, and take views where
+# they help LLVM (``_rows_block_acc``).
 
 
 @njit(**HELPER)
@@ -134,6 +141,52 @@ def _rows_acc(src, s0, s1, M, dst, d0, d1, col0, end):
         i += 1
 
 
+@njit(**RECURRENT)
+def _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows):
+    """dst[d0 + r*dd0, d1 + r*dd1, :] += src[s0 + r*ds0, s1 + r*ds1, :] @ M for r < nrows.
+
+    Blocked so that each block of M is reused from L1 by every row; per element the
+    additions happen in exactly ``_rows_acc``'s order (rows in fours, then singly), so a
+    row gets the same bits either way. Not inlined: it serves large products only, where
+    a call (~40 ns) is nothing, and inlined at its four call sites it added 17 s to the
+    LSTM kernel's cold compile (benchmarks/compile_cost.py).
+    """
+    n, GH = M.shape
+    for jb in range((GH + BLOCK_COLS - 1) // BLOCK_COLS):
+        j0 = jb * BLOCK_COLS
+        j1 = min(GH, j0 + BLOCK_COLS)
+        w = j1 - j0
+        # 1-D views (free without numba's runtime) so that the column loop starts at a
+        # literal 0: from a computed start, numba's negative-index wrap-around stays in
+        # the loop and LLVM cannot vectorise it
+        i = 0
+        while i + 4 <= n:
+            m0 = M[i, j0:j1]
+            m1 = M[i + 1, j0:j1]
+            m2 = M[i + 2, j0:j1]
+            m3 = M[i + 3, j0:j1]
+            for r in range(nrows):
+                a0 = s0 + r * ds0
+                a1 = s1 + r * ds1
+                v0 = src[a0, a1, i]
+                v1 = src[a0, a1, i + 1]
+                v2 = src[a0, a1, i + 2]
+                v3 = src[a0, a1, i + 3]
+                out = dst[d0 + r * dd0, d1 + r * dd1, j0:j1]
+                for j in range(w):
+                    out[j] += (v0 * load(m0[j]) + v1 * load(m1[j])
+                               + v2 * load(m2[j]) + v3 * load(m3[j]))
+            i += 4
+        while i < n:
+            m0 = M[i, j0:j1]
+            for r in range(nrows):
+                v = src[s0 + r * ds0, s1 + r * ds1, i]
+                out = dst[d0 + r * dd0, d1 + r * dd1, j0:j1]
+                for j in range(w):
+                    out[j] += v * load(m0[j])
+            i += 1
+
+
 @njit(**HELPER)
 def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
     """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols].
@@ -164,17 +217,71 @@ def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
 
 @njit(**HELPER)
 def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
-    """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows."""
+    """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows.
+
+    A large Wd is walked once for the whole chunk (``_rows_block_acc``); its rows for
+    padding steps are computed too (cheaper than skipping them there) and never read.
+    """
     B, T, _ = x.shape
     GH = gx.shape[2]
+    if Wd.shape[0] * GH <= SMALL:
+        for b in range(B):
+            for k in range(n):
+                t = _time(s0 + k, T, reverse)
+                if t >= lengths[b]:
+                    continue
+                _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+                for j in range(GH):
+                    gx[b, k, j] += bias[j]
+        return
+    t0 = T - 1 - s0 if reverse else s0
+    dt = -1 if reverse else 1
     for b in range(B):
         for k in range(n):
-            t = _time(s0 + k, T, reverse)
-            if t >= lengths[b]:
-                continue
-            _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+            for j in range(GH):
+                gx[b, k, j] = 0.0
+        _rows_block_acc(x, b, t0, 0, dt, Wd, gx, b, 0, 0, 1, n)
+        for k in range(n):
+            if scaled(Wd[0, 0]):
+                for j in range(GH):
+                    gx[b, k, j] *= sW[j]
             for j in range(GH):
                 gx[b, k, j] += bias[j]
+
+
+@njit(**HELPER)
+def _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused):
+    """``_gates`` for every stream of step t at once, each large matrix walked once.
+
+    Same arithmetic per stream as ``_gates`` (see ``_rows_block_acc``), so a stream's
+    result does not depend on how many streams step with it. Rows of streams already
+    past their length are computed and not read.
+    """
+    B = gx.shape[0]
+    GH = gx.shape[2]
+    if fused:
+        for b in range(B):
+            for j in range(GH):
+                gx[b, k, j] = 0.0
+        _rows_block_acc(x, 0, t, 1, 0, Wd, gx, 0, k, 1, 0, B)
+        for b in range(B):
+            if scaled(Wd[0, 0]):
+                for j in range(GH):
+                    gx[b, k, j] *= sW[j]
+            for j in range(GH):
+                gx[b, k, j] += bias[j]
+    if scaled(Rd[0, 0]):
+        for b in range(B):
+            for j in range(GH):
+                acc[b, 0, j] = 0.0
+        _rows_block_acc(h, 0, d, 1, 0, Rd, acc, 0, 0, 1, 0, B)
+        for b in range(B):
+            for j in range(GH):
+                acc[b, 0, j] *= sR[j]
+            for j in range(GH):
+                gx[b, k, j] += acc[b, 0, j]
+    else:
+        _rows_block_acc(h, 0, d, 1, 0, Rd, gx, 0, k, 1, 0, B)
 
 
 @njit(**HELPER)
@@ -312,17 +419,21 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     gx = work[:B * TC * GH].reshape((B, TC, GH))
     acc = work[B * TC * GH:B * TC * GH + B * GH].reshape((B, 1, GH))
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
+    together = B >= BATCH_BLOCK_MIN and Hr * GH > SMALL
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         if not fused:
             _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
+            if together:
+                _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused)
             for b in range(B):
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
-                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                if not together:
+                    _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
                 _rnn_units(gx, k, b, d, f, bound, h, DEFAULT_ACTS)
                 _emit(h, b, d, y, t, y_off, Hr)
 
@@ -359,17 +470,21 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
     acc = work[o_acc:o_m].reshape((B, 1, GH))
     m = work[o_m:o_m + B * H].reshape((B, 1, H))
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
+    together = B >= BATCH_BLOCK_MIN and Hr * GH > SMALL
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         if not fused:
             _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
+            if together:
+                _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused)
             for b in range(B):
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
-                _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                if not together:
+                    _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
                 _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
                 if has_proj:
                     _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
