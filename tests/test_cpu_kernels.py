@@ -114,9 +114,12 @@ def test_blocked_products_match_the_oracle(cell):
     np.testing.assert_allclose(y, ref, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cell,scheme", [("lstm", None), ("lstm", "int8"), ("lstm", "fp16"), ("rnn", None)])
-def test_streams_stepping_together_get_the_bits_of_one_stream_alone(cell, scheme):
-    layer, w = _big(cell)
+@pytest.mark.parametrize("cell,scheme,config", [
+    ("lstm", None, {}), ("lstm", "int8", {}), ("lstm", "fp16", {}), ("rnn", None, {}),
+    ("gru", None, {"linear_before_reset": 0}), ("gru", "int8", {"linear_before_reset": 1}),
+])
+def test_streams_stepping_together_get_the_bits_of_one_stream_alone(cell, scheme, config):
+    layer, w = _big(cell, **config)
     model = single_layer_model(layer)
     if scheme:
         model = quantize_model(model, scheme)

@@ -142,8 +142,10 @@ def _rows_acc(src, s0, s1, M, dst, d0, d1, col0, end):
 
 
 @njit(**RECURRENT)
-def _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows):
-    """dst[d0 + r*dd0, d1 + r*dd1, :] += src[s0 + r*ds0, s1 + r*ds1, :] @ M for r < nrows.
+def _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """dst[d0 + r*dd0, d1 + r*dd1, cols] += src[s0 + r*ds0, s1 + r*ds1, :] @ M[:, cols] for r < nrows,
+
+    ``cols`` being ``col0:col0+ncols``.
 
     Blocked so that each block of M is reused from L1 by every row; per element the
     additions happen in exactly ``_rows_acc``'s order (rows in fours, then singly), so a
@@ -151,10 +153,10 @@ def _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows):
     a call (~40 ns) is nothing, and inlined at its four call sites it added 17 s to the
     LSTM kernel's cold compile (benchmarks/compile_cost.py).
     """
-    n, GH = M.shape
-    for jb in range((GH + BLOCK_COLS - 1) // BLOCK_COLS):
-        j0 = jb * BLOCK_COLS
-        j1 = min(GH, j0 + BLOCK_COLS)
+    n = M.shape[0]
+    for jb in range((ncols + BLOCK_COLS - 1) // BLOCK_COLS):
+        j0 = col0 + jb * BLOCK_COLS
+        j1 = min(col0 + ncols, j0 + BLOCK_COLS)
         w = j1 - j0
         # 1-D views (free without numba's runtime) so that the column loop starts at a
         # literal 0: from a computed start, numba's negative-index wrap-around stays in
@@ -216,6 +218,20 @@ def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
 
 
 @njit(**HELPER)
+def _matvec_batch(src, s1, M, scale, dst, col0, ncols):
+    """``_matvec(src, b, s1, M, scale, dst, b, 0, col0, ncols)`` for every stream b at once."""
+    B = dst.shape[0]
+    for b in range(B):
+        for j in range(col0, col0 + ncols):
+            dst[b, 0, j] = 0.0
+    _rows_block_acc(src, 0, s1, 1, 0, M, dst, 0, 0, 1, 0, B, col0, ncols)
+    if scaled(M[0, 0]):
+        for b in range(B):
+            for j in range(col0, col0 + ncols):
+                dst[b, 0, j] *= scale[j]
+
+
+@njit(**HELPER)
 def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
     """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows.
 
@@ -240,7 +256,12 @@ def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
         for k in range(n):
             for j in range(GH):
                 gx[b, k, j] = 0.0
-        _rows_block_acc(x, b, t0, 0, dt, Wd, gx, b, 0, 0, 1, n)
+    if n == 1:  # one step (a batched GRU step): the streams are the rows
+        _rows_block_acc(x, 0, t0, 1, 0, Wd, gx, 0, 0, 1, 0, B, 0, GH)
+    else:
+        for b in range(B):
+            _rows_block_acc(x, b, t0, 0, dt, Wd, gx, b, 0, 0, 1, n, 0, GH)
+    for b in range(B):
         for k in range(n):
             if scaled(Wd[0, 0]):
                 for j in range(GH):
@@ -263,7 +284,7 @@ def _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused):
         for b in range(B):
             for j in range(GH):
                 gx[b, k, j] = 0.0
-        _rows_block_acc(x, 0, t, 1, 0, Wd, gx, 0, k, 1, 0, B)
+        _rows_block_acc(x, 0, t, 1, 0, Wd, gx, 0, k, 1, 0, B, 0, GH)
         for b in range(B):
             if scaled(Wd[0, 0]):
                 for j in range(GH):
@@ -274,14 +295,14 @@ def _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused):
         for b in range(B):
             for j in range(GH):
                 acc[b, 0, j] = 0.0
-        _rows_block_acc(h, 0, d, 1, 0, Rd, acc, 0, 0, 1, 0, B)
+        _rows_block_acc(h, 0, d, 1, 0, Rd, acc, 0, 0, 1, 0, B, 0, GH)
         for b in range(B):
             for j in range(GH):
                 acc[b, 0, j] *= sR[j]
             for j in range(GH):
                 gx[b, k, j] += acc[b, 0, j]
     else:
-        _rows_block_acc(h, 0, d, 1, 0, Rd, gx, 0, k, 1, 0, B)
+        _rows_block_acc(h, 0, d, 1, 0, Rd, gx, 0, k, 1, 0, B, 0, GH)
 
 
 @njit(**HELPER)
@@ -309,15 +330,21 @@ def _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused):
 @njit(**HELPER)
 def _pad(y, b, t, y_off, n):
     """Zero the outputs of a padding step."""
+    out = y[b, t, y_off:y_off + n]
     for j in range(n):
-        y[b, t, y_off + j] = 0.0
+        out[j] = 0.0
 
 
 @njit(**HELPER)
 def _emit(h, b, d, y, t, y_off, n):
-    """Copy the new hidden state to the output."""
+    """Copy the new hidden state to the output.
+
+    Through a view: indexed as ``y[b, t, y_off + j]``, numba's negative-index wrap-around
+    (``y_off`` is read from the float config) stayed in the loop and kept it scalar.
+    """
+    out = y[b, t, y_off:y_off + n]
     for j in range(n):
-        y[b, t, y_off + j] = h[b, d, j]
+        out[j] = h[b, d, j]
 
 
 # --- unit loops (inlined; called with a constant ``std`` so the default-activation loop
@@ -521,24 +548,38 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     gx = work[:o_acc].reshape((B, TC, GH))
     acc = work[o_acc:o_rh].reshape((B, 1, GH))
     rh = work[o_rh:o_rh + B * H].reshape((B, 1, H))  # r * h, shaped like h for _matvec
+    together = B >= BATCH_BLOCK_MIN and Hr * GH > SMALL
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
+            if together:
+                # each phase for all streams at once, each walking R once (see _rows_block_acc)
+                _matvec_batch(h, d, Rd, sR, acc, 0, GH if lbr else 2 * H)
+                for b in range(B):
+                    if t < lengths[b]:
+                        if lbr:
+                            _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
+                        else:
+                            _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
+                if not lbr:
+                    _matvec_batch(rh, 0, Rd, sR, acc, 2 * H, H)
             for b in range(B):
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
-                    _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
-                    _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
+                    if not together:
+                        _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
+                        _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
                 else:
                     # z and r first, then (r * h)·Rh
-                    _matvec(h, b, d, Rd, sR, acc, b, 0, 0, 2 * H)
-                    _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
-                    _matvec(rh, b, 0, Rd, sR, acc, b, 0, 2 * H, H)
+                    if not together:
+                        _matvec(h, b, d, Rd, sR, acc, b, 0, 0, 2 * H)
+                        _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
+                        _matvec(rh, b, 0, Rd, sR, acc, b, 0, 2 * H, H)
                     for j in range(H):
                         acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
                 _gru_units(acc, b, d, ga, bound, h, DEFAULT_ACTS)
