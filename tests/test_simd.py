@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from numba import njit
 
-from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc
+from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc, _no_panels, _panel_acc
+from tinyrnn.backends.packing import pack_panels
 from tinyrnn.backends.simd import LANES, tile_matmat4, tile_matvec
 
 
 @njit(**KERNEL)
 def _acc(src, M, dst, col0, ncols):
-    _matvec_acc(src, 0, 1, M, dst, 1, 0, col0, ncols)
+    _matvec_acc(src, 0, 1, M, _no_panels(M), dst, 1, 0, col0, ncols)
 
 
 @njit(**KERNEL)
@@ -94,3 +95,38 @@ def test_grouping_does_not_change_a_row(rng, dtype):
         alone = np.zeros((2, 4, cols), np.float32)
         _tiles1(src, r, stored, alone, 0, cols)
         np.testing.assert_array_equal(alone[1, r], grouped[1, r])
+
+
+@njit(**KERNEL)
+def _panels(src, M, P, dst, nrows, col0, ncols):
+    # rows r: src[1, T-1-r] (time reversed) -> dst[r, 1]
+    _panel_acc(src, 1, src.shape[1] - 1, 0, -1, M, P, dst, 0, 1, 1, 0, nrows, col0, ncols)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("nrows", [1, 4, 7])
+@pytest.mark.parametrize("col0,ncols", [(0, 200), (5, 150), (16, 32), (3, 10)])
+def test_panel_product_matches_numpy(rng, dtype, nrows, col0, ncols):
+    rows, cols = 90, 200  # 12 whole panels of 16 columns and 8 columns past them
+    src = rng.normal(size=(2, 9, rows)).astype(np.float32)
+    stored, dense = _weights(rng, dtype, (rows, cols))
+    P = pack_panels(stored[None])[0]
+    assert P.shape == (cols // LANES, rows, LANES)
+    dst = rng.normal(size=(nrows, 2, cols)).astype(np.float32)
+    ref = dst.astype(np.float64)
+    for r in range(nrows):
+        ref[r, 1, col0:col0 + ncols] += src[1, 8 - r].astype(np.float64) @ dense[:, col0:col0 + ncols]
+    _panels(src, stored, P, dst, nrows, col0, ncols)
+    np.testing.assert_allclose(dst, ref, rtol=1e-5, atol=1e-4 * rows ** 0.5)
+
+
+def test_one_row_and_four_rows_give_the_same_bits(rng):
+    src = rng.normal(size=(2, 9, 90)).astype(np.float32)
+    M = rng.normal(size=(90, 200)).astype(np.float32)
+    P = pack_panels(M[None])[0]
+    four = np.zeros((4, 2, 200), np.float32)
+    _panels(src, M, P, four, 4, 0, 200)
+    for r in range(4):
+        one = np.zeros((1, 2, 200), np.float32)
+        _panels(src[:, :9 - r], M, P, one, 1, 0, 200)  # src[1, 8 - r] as the first row
+        np.testing.assert_array_equal(one[0], four[r])

@@ -16,7 +16,7 @@ from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
 from . import graph_kernels as G
 from .graph_plan import fuse, graph_calls, prepare_graph
-from .packing import CFG_STD, prepare
+from .packing import CFG_STD, pack_panels, prepare
 
 name = "cpu"
 
@@ -63,6 +63,9 @@ def prepared(model) -> list[dict]:
     if "cpu" not in cache:
         cache["cpu"] = [prepare_graph(layer, [model.shapes[i] for i in layer.inputs])
                         if layer.type in GRAPH_LAYER_TYPES else prepare(layer) for layer in model.layers]
+        for layer, prep in zip(model.layers, cache["cpu"]):
+            if isinstance(layer, Recurrent):  # column panels of the large matrices (CPU only)
+                prep["Wp"], prep["Rp"] = pack_panels(prep["W"]), pack_panels(prep["R"])
     return cache["cpu"]
 
 
@@ -122,15 +125,12 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
             for d in range(layer.num_directions):
                 # only the kernel this direction needs gets compiled
                 kernel = K.SEQUENCE_KERNELS[layer.cell, bool(prep["cfg"][d, CFG_STD])]
+                weights = (prep["W"], prep["R"], prep["Wp"], prep["Rp"])
                 if layer.cell == "lstm":
-                    calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["proj"], prep["V"],
-                                                    prep["cfg"], d, st["h"], st["c"], y, work)))
-                elif layer.cell == "gru":
-                    calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
-                                                   d, st["h"], y, work)))
+                    calls.append((kernel, (x, lengths, *weights, prep["proj"], prep["V"], prep["cfg"], d,
+                                           st["h"], st["c"], y, work)))
                 else:
-                    calls.append((kernel, (x, lengths, prep["W"], prep["R"], prep["V"], prep["cfg"],
-                                                   d, st["h"], y, work)))
+                    calls.append((kernel, (x, lengths, *weights, prep["V"], prep["cfg"], d, st["h"], y, work)))
         elif isinstance(layer, Dense):
             calls.append((K.dense, (x.reshape(B * T, -1), prep["W"], prep["b"], prep["scale"],
                                     y.reshape(B * T, -1))))

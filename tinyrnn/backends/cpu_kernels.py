@@ -12,6 +12,8 @@ Shapes (per call; ``d`` selects one direction of a layer's stacked weights)::
     lengths  (B,)         int64     steps valid per stream; t >= lengths[b] is padding
     W        (D, I, GH)   f32/u16/i8   input weights, ONNX's W transposed per direction
     R        (D, Hr, GH)  f32/u16/i8   recurrent weights, ONNX's R transposed
+    Wp, Rp   (D, S, n, P) same dtype   W and R cut into column panels (``packing.pack_panels``;
+                                    S = 0 for a matrix small enough to be read as it is)
     proj     (D, H, Hr)   f32/u16/i8   LSTM projection (a (D, 1, 1) dummy when absent)
     V        (D, K)       float32   packed vectors, see ``packing.vector_layout``
     cfg      (D, 17)      float32   activations and flags, see ``packing.CFG_*``
@@ -34,7 +36,7 @@ from numba import njit
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_YOFF
-from .simd import SMALL, tile_matvec
+from .simd import SMALL, tile_matmat4, tile_matvec
 from .weights import load, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
@@ -189,17 +191,61 @@ def _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0
             i += 1
 
 
+@njit(**RECURRENT)
+def _panel_acc(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """``_rows_block_acc``'s product, with M's whole column panels read from P.
+
+    P holds M's columns in panels of ``P.shape[2]`` (one vector register's worth), each
+    panel's rows contiguous (``packing.pack_panels``). A panel is walked top to bottom
+    with its sums in registers (``simd.tile_matmat4``: four rows share each weight load),
+    and stays in L1 for every group of rows: 40 GMAC/s at 64 x 256 x 1024 here, against
+    15 for the blocked loop, whose stores and reloads of the sums are its limit. Walking
+    an unpacked matrix down its columns instead is slow (rows 4 KiB apart fall into one
+    L1 set). One row or four, a product element gets the same fused multiply-add chain,
+    so a stream's bits do not depend on the rows computed with it. Columns outside whole
+    panels take ``_rows_block_acc``, for every row alike. Not inlined (large products only).
+    """
+    PW = P.shape[2]
+    lo = (col0 + PW - 1) // PW
+    hi = min((col0 + ncols) // PW, P.shape[0])
+    if lo >= hi:
+        _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0, ncols)
+        return
+    r4 = nrows - nrows % 4
+    for p in range(lo, hi):
+        out = dst[:, :, p * PW:(p + 1) * PW]
+        panel = P[p]
+        for r in range(0, r4, 4):
+            tile_matmat4(src, s0 + r * ds0, s1 + r * ds1, ds0, ds1, panel,
+                         out, d0 + r * dd0, d1 + r * dd1, dd0, dd1, 0, PW)
+        for r in range(r4, nrows):
+            tile_matvec(src, s0 + r * ds0, s1 + r * ds1, 0, 0, panel, out, d0 + r * dd0, d1 + r * dd1, 0, 0, 0, PW)
+    if lo * PW > col0:
+        _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0, lo * PW - col0)
+    if col0 + ncols > hi * PW:
+        _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, hi * PW, col0 + ncols - hi * PW)
+
+
 @njit(**HELPER)
-def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
+def _no_panels(M):
+    """An empty panel array for a 2-D matrix M (the product reads M as it is)."""
+    return M[:0].reshape((0, 1, M.shape[1]))
+
+
+@njit(**HELPER)
+def _matvec_acc(src, s0, s1, M, P, dst, d0, d1, col0, ncols):
     """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols].
 
-    A matrix small enough to sit in L1 goes through register tiles
-    (``simd.tile_matvec``, 2x faster at 32 x 128) for all but its last few columns;
-    larger ones take the row-wise loop. The two calls of ``_rows_acc`` stay separate:
-    sharing one loop with a start column that depends on the tiles slowed the large
-    case 4x (LLVM then vectorised it worse).
+    A matrix with panels (P non-empty: large ones) goes through ``_panel_acc``. One small
+    enough to sit in L1 goes through register tiles (``simd.tile_matvec``, 2x faster at
+    32 x 128) for all but its last few columns; a large one without panels (a projection)
+    takes the row-wise loop. The two calls of ``_rows_acc`` stay separate: sharing one loop
+    with a start column that depends on the tiles slowed the large case 4x (LLVM then
+    vectorised it worse).
     """
-    if M.shape[0] * ncols <= SMALL:
+    if P.shape[0] > 0:
+        _panel_acc(src, s0, s1, 0, 0, M, P, dst, d0, d1, 0, 0, 1, col0, ncols)
+    elif M.shape[0] * ncols <= SMALL:
         done = tile_matvec(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
         _rows_acc(src, s0, s1, M, dst, d0, d1, col0 + done, col0 + ncols)
     else:
@@ -207,24 +253,24 @@ def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
 
 
 @njit(**HELPER)
-def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
+def _matvec(src, s0, s1, M, P, scale, dst, d0, d1, col0, ncols):
     """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M)."""
     for j in range(col0, col0 + ncols):
         dst[d0, d1, j] = 0.0
-    _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols)
+    _matvec_acc(src, s0, s1, M, P, dst, d0, d1, col0, ncols)
     if scaled(M[0, 0]):
         for j in range(col0, col0 + ncols):
             dst[d0, d1, j] *= scale[j]
 
 
 @njit(**HELPER)
-def _matvec_batch(src, s1, M, scale, dst, col0, ncols):
-    """``_matvec(src, b, s1, M, scale, dst, b, 0, col0, ncols)`` for every stream b at once."""
+def _matvec_batch(src, s1, M, P, scale, dst, col0, ncols):
+    """``_matvec(src, b, s1, M, P, scale, dst, b, 0, col0, ncols)`` for every stream b at once."""
     B = dst.shape[0]
     for b in range(B):
         for j in range(col0, col0 + ncols):
             dst[b, 0, j] = 0.0
-    _rows_block_acc(src, 0, s1, 1, 0, M, dst, 0, 0, 1, 0, B, col0, ncols)
+    _panel_acc(src, 0, s1, 1, 0, M, P, dst, 0, 0, 1, 0, B, col0, ncols)
     if scaled(M[0, 0]):
         for b in range(B):
             for j in range(col0, col0 + ncols):
@@ -232,21 +278,21 @@ def _matvec_batch(src, s1, M, scale, dst, col0, ncols):
 
 
 @njit(**HELPER)
-def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
+def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
     """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows.
 
-    A large Wd is walked once for the whole chunk (``_rows_block_acc``); its rows for
+    A large Wd (one with panels) is walked once for the whole chunk; its rows for
     padding steps are computed too (cheaper than skipping them there) and never read.
     """
     B, T, _ = x.shape
     GH = gx.shape[2]
-    if Wd.shape[0] * GH <= SMALL:
+    if Wpd.shape[0] == 0:
         for b in range(B):
             for k in range(n):
                 t = _time(s0 + k, T, reverse)
                 if t >= lengths[b]:
                     continue
-                _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+                _matvec(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
                 for j in range(GH):
                     gx[b, k, j] += bias[j]
         return
@@ -257,10 +303,10 @@ def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
             for j in range(GH):
                 gx[b, k, j] = 0.0
     if n == 1:  # one step (a batched GRU step): the streams are the rows
-        _rows_block_acc(x, 0, t0, 1, 0, Wd, gx, 0, 0, 1, 0, B, 0, GH)
+        _panel_acc(x, 0, t0, 1, 0, Wd, Wpd, gx, 0, 0, 1, 0, B, 0, GH)
     else:
         for b in range(B):
-            _rows_block_acc(x, b, t0, 0, dt, Wd, gx, b, 0, 0, 1, n, 0, GH)
+            _panel_acc(x, b, t0, 0, dt, Wd, Wpd, gx, b, 0, 0, 1, n, 0, GH)
     for b in range(B):
         for k in range(n):
             if scaled(Wd[0, 0]):
@@ -271,10 +317,10 @@ def _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx):
 
 
 @njit(**HELPER)
-def _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused):
+def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
     """``_gates`` for every stream of step t at once, each large matrix walked once.
 
-    Same arithmetic per stream as ``_gates`` (see ``_rows_block_acc``), so a stream's
+    Same arithmetic per stream as ``_gates`` (see ``_panel_acc``), so a stream's
     result does not depend on how many streams step with it. Rows of streams already
     past their length are computed and not read.
     """
@@ -284,7 +330,7 @@ def _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused):
         for b in range(B):
             for j in range(GH):
                 gx[b, k, j] = 0.0
-        _rows_block_acc(x, 0, t, 1, 0, Wd, gx, 0, k, 1, 0, B, 0, GH)
+        _panel_acc(x, 0, t, 1, 0, Wd, Wpd, gx, 0, k, 1, 0, B, 0, GH)
         for b in range(B):
             if scaled(Wd[0, 0]):
                 for j in range(GH):
@@ -295,18 +341,18 @@ def _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused):
         for b in range(B):
             for j in range(GH):
                 acc[b, 0, j] = 0.0
-        _rows_block_acc(h, 0, d, 1, 0, Rd, acc, 0, 0, 1, 0, B, 0, GH)
+        _panel_acc(h, 0, d, 1, 0, Rd, Rpd, acc, 0, 0, 1, 0, B, 0, GH)
         for b in range(B):
             for j in range(GH):
                 acc[b, 0, j] *= sR[j]
             for j in range(GH):
                 gx[b, k, j] += acc[b, 0, j]
     else:
-        _rows_block_acc(h, 0, d, 1, 0, Rd, gx, 0, k, 1, 0, B, 0, GH)
+        _panel_acc(h, 0, d, 1, 0, Rd, Rpd, gx, 0, k, 1, 0, B, 0, GH)
 
 
 @njit(**HELPER)
-def _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused):
+def _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused):
     """Complete gx[b, k, :] into every gate's pre-activation for step t of stream b.
 
     Hoisted (``fused`` False): gx already holds x·W + bias. Fused: the input product is
@@ -316,15 +362,15 @@ def _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused):
     """
     GH = gx.shape[2]
     if fused:
-        _matvec(x, b, t, Wd, sW, gx, b, k, 0, GH)
+        _matvec(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
         for j in range(GH):
             gx[b, k, j] += bias[j]
     if scaled(Rd[0, 0]):
-        _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
+        _matvec(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
         for j in range(GH):
             gx[b, k, j] += acc[b, 0, j]
     else:
-        _matvec_acc(h, b, d, Rd, gx, b, k, 0, GH)
+        _matvec_acc(h, b, d, Rd, Rpd, gx, b, k, 0, GH)
 
 
 @njit(**HELPER)
@@ -425,7 +471,7 @@ def _variant(kernel, name, **constants):
 
 
 @njit(**RECURRENT)
-def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
+def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
     """Elman RNN over x for one direction ``d``; see the module docstring for shapes."""
     B, T, _ = x.shape
     Hr = R.shape[1]
@@ -442,31 +488,33 @@ def rnn_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     sR = v[2 * GH + 4 * H:3 * GH + 4 * H]
     Wd = W[d]
     Rd = R[d]
+    Wpd = Wp[d]
+    Rpd = Rp[d]
     TC = min(T, CHUNK)
     gx = work[:B * TC * GH].reshape((B, TC, GH))
     acc = work[B * TC * GH:B * TC * GH + B * GH].reshape((B, 1, GH))
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
-    together = B >= BATCH_BLOCK_MIN and Hr * GH > SMALL
+    together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         if not fused:
-            _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
+            _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
             if together:
-                _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused)
+                _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused)
             for b in range(B):
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
                 if not together:
-                    _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                    _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
                 _rnn_units(gx, k, b, d, f, bound, h, DEFAULT_ACTS)
                 _emit(h, b, d, y, t, y_off, Hr)
 
 
 @njit(**RECURRENT)
-def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
+def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, work):
     """LSTM (peepholes, coupled gates, clip, projection) over x for direction ``d``."""
     B, T, _ = x.shape
     Hr = R.shape[1]
@@ -489,6 +537,8 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
     sP = v[3 * GH + 4 * H:3 * GH + 4 * H + Hr]
     Wd = W[d]
     Rd = R[d]
+    Wpd = Wp[d]
+    Rpd = Rp[d]
     Pd = proj[d]
     TC = min(T, CHUNK)
     o_acc = B * TC * GH
@@ -497,24 +547,24 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
     acc = work[o_acc:o_m].reshape((B, 1, GH))
     m = work[o_m:o_m + B * H].reshape((B, 1, H))
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
-    together = B >= BATCH_BLOCK_MIN and Hr * GH > SMALL
+    together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         if not fused:
-            _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
+            _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
             if together:
-                _gates_batch(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, fused)
+                _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused)
             for b in range(B):
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
                 if not together:
-                    _gates(x, t, h, d, Wd, Rd, bias, sW, sR, gx, k, acc, b, fused)
+                    _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
                 _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
                 if has_proj:
-                    _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
+                    _matvec(m, b, 0, Pd, _no_panels(Pd), sP, h, b, d, 0, Hr)
                 else:
                     for j in range(H):
                         h[b, d, j] = m[b, 0, j]
@@ -522,7 +572,7 @@ def lstm_sequence(x, lengths, W, R, proj, V, cfg, d, h, c, y, work):
 
 
 @njit(**RECURRENT)
-def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
+def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
     """GRU (linear_before_reset 0 or 1, clip) over x for direction ``d``."""
     B, T, _ = x.shape
     Hr = R.shape[1]
@@ -542,21 +592,23 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
     sR = v[2 * GH + 4 * H:3 * GH + 4 * H]
     Wd = W[d]
     Rd = R[d]
+    Wpd = Wp[d]
+    Rpd = Rp[d]
     TC = min(T, CHUNK)
     o_acc = B * TC * GH
     o_rh = o_acc + B * GH
     gx = work[:o_acc].reshape((B, TC, GH))
     acc = work[o_acc:o_rh].reshape((B, 1, GH))
     rh = work[o_rh:o_rh + B * H].reshape((B, 1, H))  # r * h, shaped like h for _matvec
-    together = B >= BATCH_BLOCK_MIN and Hr * GH > SMALL
+    together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
-        _hoist(x, Wd, bias, sW, lengths, s0, n, reverse, gx)
+        _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
         for k in range(n):
             t = _time(s0 + k, T, reverse)
             if together:
                 # each phase for all streams at once, each walking R once (see _rows_block_acc)
-                _matvec_batch(h, d, Rd, sR, acc, 0, GH if lbr else 2 * H)
+                _matvec_batch(h, d, Rd, Rpd, sR, acc, 0, GH if lbr else 2 * H)
                 for b in range(B):
                     if t < lengths[b]:
                         if lbr:
@@ -564,7 +616,7 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                         else:
                             _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
                 if not lbr:
-                    _matvec_batch(rh, 0, Rd, sR, acc, 2 * H, H)
+                    _matvec_batch(rh, 0, Rd, Rpd, sR, acc, 2 * H, H)
             for b in range(B):
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
@@ -572,14 +624,14 @@ def gru_sequence(x, lengths, W, R, V, cfg, d, h, y, work):
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
                     if not together:
-                        _matvec(h, b, d, Rd, sR, acc, b, 0, 0, GH)
+                        _matvec(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
                         _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
                 else:
                     # z and r first, then (r * h)·Rh
                     if not together:
-                        _matvec(h, b, d, Rd, sR, acc, b, 0, 0, 2 * H)
+                        _matvec(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, 2 * H)
                         _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
-                        _matvec(rh, b, 0, Rd, sR, acc, b, 0, 2 * H, H)
+                        _matvec(rh, b, 0, Rd, Rpd, sR, acc, b, 0, 2 * H, H)
                     for j in range(H):
                         acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
                 _gru_units(acc, b, d, ga, bound, h, DEFAULT_ACTS)
@@ -609,7 +661,7 @@ def dense(x, W, bias, scale, y):
     x3 = x.reshape((N, 1, I))
     y3 = y.reshape((N, 1, O))
     for n in range(N):
-        _matvec(x3, n, 0, W, scale, y3, n, 0, 0, O)
+        _matvec(x3, n, 0, W, _no_panels(W), scale, y3, n, 0, 0, O)
         for o in range(O):
             y3[n, 0, o] += bias[o]
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from .. import spec
 from ..layers import Activation, Dense, Embedding, Layer, Recurrent, Softmax
+from .simd import LANES as PANEL
+from .simd import SMALL
 from .weights import kernel_view
 
 # cfg row layout (per direction)
@@ -90,6 +92,23 @@ def prepare_recurrent(layer: Recurrent) -> dict:
     W = kernel_view(p["W"])
     proj = kernel_view(p["proj"]) if layer.proj_size else np.zeros((D, 1, 1), W.dtype)
     return {"W": W, "R": kernel_view(p["R"]), "proj": proj, "V": V, "cfg": cfg}
+
+
+def pack_panels(M: np.ndarray) -> np.ndarray:
+    """Recurrent weights ``(D, n, GH)`` -> column panels ``(D, GH // PANEL, n, PANEL)``, a copy.
+
+    A panel holds ``PANEL`` columns (one vector register's worth, ``simd.LANES``) of every
+    row, contiguously, so a kernel walks it top to bottom with its sums in registers
+    (``cpu_kernels._panel_acc``). Only matrices too large for L1 (more than ``simd.SMALL``
+    weights) are packed; the others get an empty ``(D, 0, n, PANEL)`` array and are read
+    as they are. Columns past the last whole panel are read from ``M`` itself. Costs one
+    more copy of the large recurrent matrices in memory (CPU backend only).
+    """
+    D, n, GH = M.shape
+    if n * GH <= SMALL:
+        return np.zeros((D, 0, n, PANEL), M.dtype)
+    S = GH // PANEL
+    return np.ascontiguousarray(M[:, :, :S * PANEL].reshape(D, n, S, PANEL).transpose(0, 2, 1, 3))
 
 
 def prepare(layer: Layer) -> dict:

@@ -9,16 +9,16 @@ intrinsic emits the loop with its accumulators as LLVM vector values: for each t
 held in registers, then stores the tile once. LLVM lowers the vectors to whatever the
 host has (AVX-512: one register per vector; AVX2: two).
 
-It pays while ``M`` sits in L1; for large matrices walking down columns defeats the
-prefetchers, so callers use it below ``SMALL`` weights and keep the row-wise numba loop
-otherwise. Weights may be float32, float16 bits (uint16) or int8, widened in registers;
-int8 scales are the caller's business, as everywhere.
+On an unpacked ``M`` it pays while ``M`` sits in L1 (below ``SMALL`` weights); larger
+matrices are read through panels (below). Weights may be float32, float16 bits (uint16)
+or int8, widened in registers; int8 scales are the caller's business, as everywhere.
 
 ``tile_matmat4`` does the same for four rows sharing each weight load (four streams, or
-four time steps of a hoisted input product). It reached 2-3x a single row's speed on an
-AVX-512 machine, but on the AVX2 machine the kernels were last measured on, wiring it into
-the kernels made small per-sample cells up to 2x slower and compile 40% longer for no gain
-at batch 64, so the kernels do not use it yet (benchmarks/RESULTS.md has the numbers).
+four time steps of a hoisted input product). Walking an unpacked matrix down its columns
+is slow here (rows 4 KiB apart share one L1 set), so the kernels call both on column
+panels (``packing.pack_panels``: each panel's rows contiguous) for every large product
+(``cpu_kernels._panel_acc``): 64 x 256 x 1024 at 40 GMAC/s on one AVX2 core, where the
+row-wise loop reached 15 and torch 35.
 """
 
 from __future__ import annotations
