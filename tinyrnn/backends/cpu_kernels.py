@@ -36,7 +36,7 @@ from numba import njit
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_YOFF
-from .simd import SMALL, tile_matmat4, tile_matvec
+from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec
 from .weights import load, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
@@ -198,7 +198,8 @@ def _panel_acc(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, 
     P holds M's columns in panels of ``P.shape[2]`` (one vector register's worth), each
     panel's rows contiguous (``packing.pack_panels``). A panel is walked top to bottom
     with its sums in registers (``simd.tile_matmat4``: four rows share each weight load),
-    and stays in L1 for every group of rows: 40 GMAC/s at 64 x 256 x 1024 here, against
+    and stays in L1 for every group of rows; a lone row walks four panels at once
+    (``simd.panels_matvec``: enough independent sums to hide the multiply-add latency): 40 GMAC/s at 64 x 256 x 1024 here, against
     15 for the blocked loop, whose stores and reloads of the sums are its limit. Walking
     an unpacked matrix down its columns instead is slow (rows 4 KiB apart fall into one
     L1 set). One row or four, a product element gets the same fused multiply-add chain,
@@ -212,14 +213,15 @@ def _panel_acc(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, 
         _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0, ncols)
         return
     r4 = nrows - nrows % 4
-    for p in range(lo, hi):
-        out = dst[:, :, p * PW:(p + 1) * PW]
-        panel = P[p]
-        for r in range(0, r4, 4):
-            tile_matmat4(src, s0 + r * ds0, s1 + r * ds1, ds0, ds1, panel,
-                         out, d0 + r * dd0, d1 + r * dd1, dd0, dd1, 0, PW)
-        for r in range(r4, nrows):
-            tile_matvec(src, s0 + r * ds0, s1 + r * ds1, 0, 0, panel, out, d0 + r * dd0, d1 + r * dd1, 0, 0, 0, PW)
+    if r4 > 0:
+        for p in range(lo, hi):
+            out = dst[:, :, p * PW:(p + 1) * PW]
+            panel = P[p]
+            for r in range(0, r4, 4):
+                tile_matmat4(src, s0 + r * ds0, s1 + r * ds1, ds0, ds1, panel,
+                             out, d0 + r * dd0, d1 + r * dd1, dd0, dd1, 0, PW)
+    for r in range(r4, nrows):
+        panels_matvec(src, s0 + r * ds0, s1 + r * ds1, P, lo, hi - lo, dst, d0 + r * dd0, d1 + r * dd1)
     if lo * PW > col0:
         _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0, lo * PW - col0)
     if col0 + ncols > hi * PW:

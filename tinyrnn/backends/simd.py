@@ -173,3 +173,95 @@ def _tile4() -> int:
 
 tile_matvec = _make(1, TILE, "tile_matvec")
 tile_matmat4 = _make(4, _tile4(), "tile_matmat4")
+
+
+def _panels_codegen(context, builder, signature, args):
+    """``panels_matvec``: one row, ``TILE`` panels at a time, each panel one vector wide."""
+    src_t, P_t, dst_t = signature.args[0], signature.args[3], signature.args[6]
+    a_src, a_s0, a_s1, a_P, a_p0, a_np, a_dst, a_d0, a_d1 = args
+    intp = context.get_value_type(types.intp)
+    vf = ir.VectorType(ir.FloatType(), LANES)
+    vraw = ir.VectorType(context.get_value_type(P_t.dtype), LANES)
+    zero_i, one_i = ir.Constant(intp, 0), ir.Constant(intp, 1)
+    src_a = context.make_array(src_t)(context, builder, a_src)
+    dst_a = context.make_array(dst_t)(context, builder, a_dst)
+    p_a = context.make_array(P_t)(context, builder, a_P)
+    x_ptr = cgutils.get_item_pointer(context, builder, src_t, src_a, [a_s0, a_s1, zero_i])
+    nrows = builder.extract_value(p_a.shape, 1)
+    panel = builder.mul(nrows, ir.Constant(intp, LANES))  # elements per panel
+    fmuladd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fmuladd.v{LANES}f32")
+    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+
+    def group(first, width):
+        """Accumulate panels first .. first+width-1 over every row, sums in registers."""
+        y_base = cgutils.get_item_pointer(context, builder, dst_t, dst_a,
+                                          [a_d0, a_d1, builder.mul(first, ir.Constant(intp, LANES))])
+        y_vec = [builder.bitcast(builder.gep(y_base, [ir.Constant(intp, k * LANES)]), vf.as_pointer())
+                 for k in range(width)]
+        p_base = [builder.gep(p_a.data, [builder.mul(builder.add(first, ir.Constant(intp, k)), panel)])
+                  for k in range(width)]
+        start = [builder.load(p, align=4) for p in y_vec]
+        entry = builder.block
+        body = builder.append_basic_block("panels.rows")
+        done = builder.append_basic_block("panels.done")
+        builder.cbranch(builder.icmp_signed(">", nrows, zero_i), body, done)
+        builder.position_at_end(body)
+        i = builder.phi(intp)
+        i.add_incoming(zero_i, entry)
+        accs = [builder.phi(vf) for _ in range(width)]
+        for a, v in zip(accs, start):
+            a.add_incoming(v, entry)
+        xi = builder.load(builder.gep(x_ptr, [i]))
+        xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vf, ir.Undefined), xi,
+                                                          ir.Constant(ir.IntType(32), 0)),
+                                    ir.Constant(vf, ir.Undefined), splat_mask)
+        row = builder.mul(i, ir.Constant(intp, LANES))
+        new = []
+        for base, a in zip(p_base, accs):
+            raw = builder.load(builder.bitcast(builder.gep(base, [row]), vraw.as_pointer()), align=1)
+            new.append(builder.call(fmuladd, [xs, _widen(builder, raw, P_t.dtype), a]))
+        i_next = builder.add(i, one_i)
+        tail = builder.block
+        i.add_incoming(i_next, tail)
+        for a, v in zip(accs, new):
+            a.add_incoming(v, tail)
+        builder.cbranch(builder.icmp_signed("<", i_next, nrows), body, done)
+        builder.position_at_end(done)
+        finals = []
+        for s0_, v in zip(start, new):
+            final = builder.phi(vf)
+            final.add_incoming(s0_, entry)
+            final.add_incoming(v, tail)
+            finals.append(final)
+        for p, final in zip(y_vec, finals):
+            builder.store(final, p, align=4)
+
+    full = ir.Constant(intp, TILE)
+    n_groups = builder.sdiv(a_np, full)
+    with cgutils.for_range(builder, n_groups) as loop:
+        group(builder.add(a_p0, builder.mul(loop.index, full)), TILE)
+    rest = builder.add(a_p0, builder.mul(n_groups, full))
+    with cgutils.for_range(builder, builder.sub(a_np, builder.mul(n_groups, full))) as loop:
+        group(builder.add(rest, loop.index), 1)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def panels_matvec(typingctx, src, s0, s1, P, p0, npanels, dst, d0, d1):
+    """``dst[d0, d1, p*LANES + c] += src[s0, s1, :] @ P[p, :, c]`` for panels p0 .. p0+npanels-1.
+
+    One row against a matrix packed into panels one vector wide (``packing.pack_panels``,
+    ``P``: C-contiguous ``(S, n, LANES)`` float32/uint16/int8): ``TILE`` panels walked
+    together, so that ``TILE`` vectors of independent sums hide the multiply-add latency
+    (a single panel's chain down the rows ran 2x slower for int8 weights). Each sum is the
+    same chain of fused multiply-adds as ``tile_matmat4``'s for the same column. No bounds
+    checks.
+    """
+    if not (isinstance(src, types.Array) and isinstance(P, types.Array) and isinstance(dst, types.Array)):
+        return None
+    if src.ndim != 3 or dst.ndim != 3 or P.ndim != 3 or src.dtype != types.float32 or dst.dtype != types.float32:
+        return None
+    if P.dtype not in (types.float32, types.uint16, types.int8):
+        return None
+    return types.none(src, s0, s1, P, p0, npanels, dst, d0, d1), _panels_codegen
