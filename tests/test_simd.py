@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from numba import njit
 
-from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc, _no_panels, _panel_acc
+from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc, _panel_acc
 from tinyrnn.backends.packing import pack_panels
 from tinyrnn.backends.simd import LANES, tile_matmat4, tile_matvec
 
 
 @njit(**KERNEL)
 def _acc(src, M, dst, col0, ncols):
-    _matvec_acc(src, 0, 1, M, _no_panels(M), dst, 1, 0, col0, ncols)
+    _matvec_acc(src, 0, 1, M, dst, 1, 0, col0, ncols)
 
 
 @njit(**KERNEL)

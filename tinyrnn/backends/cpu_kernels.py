@@ -229,25 +229,16 @@ def _panel_acc(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, 
 
 
 @njit(**HELPER)
-def _no_panels(M):
-    """An empty panel array for a 2-D matrix M (the product reads M as it is)."""
-    return M[:0].reshape((0, 1, M.shape[1]))
+def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
+    """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols], M unpacked.
 
-
-@njit(**HELPER)
-def _matvec_acc(src, s0, s1, M, P, dst, d0, d1, col0, ncols):
-    """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols].
-
-    A matrix with panels (P non-empty: large ones) goes through ``_panel_acc``. One small
-    enough to sit in L1 goes through register tiles (``simd.tile_matvec``, 2x faster at
-    32 x 128) for all but its last few columns; a large one without panels (a projection)
-    takes the row-wise loop. The two calls of ``_rows_acc`` stay separate: sharing one loop
-    with a start column that depends on the tiles slowed the large case 4x (LLVM then
-    vectorised it worse).
+    A matrix small enough to sit in L1 goes through register tiles (``simd.tile_matvec``,
+    2x faster at 32 x 128) for all but its last few columns; a larger one (a projection,
+    a dense layer) takes the row-wise loop. The two calls of ``_rows_acc`` stay separate:
+    sharing one loop with a start column that depends on the tiles slowed the large case
+    4x (LLVM then vectorised it worse).
     """
-    if P.shape[0] > 0:
-        _panel_acc(src, s0, s1, 0, 0, M, P, dst, d0, d1, 0, 0, 1, col0, ncols)
-    elif M.shape[0] * ncols <= SMALL:
+    if M.shape[0] * ncols <= SMALL:
         done = tile_matvec(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
         _rows_acc(src, s0, s1, M, dst, d0, d1, col0 + done, col0 + ncols)
     else:
@@ -255,11 +246,44 @@ def _matvec_acc(src, s0, s1, M, P, dst, d0, d1, col0, ncols):
 
 
 @njit(**HELPER)
-def _matvec(src, s0, s1, M, P, scale, dst, d0, d1, col0, ncols):
-    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M)."""
+def _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """``_panel_acc`` with every integer argument a run-time int64.
+
+    Numba compiles a called function once per argument type, and a literal 0 or 1 is a
+    type of its own: called as written, ``_panel_acc`` compiled seven times for one model
+    (60 s of cold start instead of 25).
+    """
+    i = np.int64
+    _panel_acc(src, i(s0), i(s1), i(ds0), i(ds1), M, P, dst, i(d0), i(d1), i(dd0), i(dd1), i(nrows),
+               i(col0), i(ncols))
+
+
+@njit(**HELPER)
+def _product(src, s0, s1, M, P, dst, d0, d1, col0, ncols):
+    """``_matvec_acc`` for a recurrent matrix: through its panels when it has them."""
+    if P.shape[0] > 0:
+        _panels(src, s0, s1, 0, 0, M, P, dst, d0, d1, 0, 0, 1, col0, ncols)
+    else:
+        _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols)
+
+
+@njit(**HELPER)
+def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
+    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M), M unpacked."""
     for j in range(col0, col0 + ncols):
         dst[d0, d1, j] = 0.0
-    _matvec_acc(src, s0, s1, M, P, dst, d0, d1, col0, ncols)
+    _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols)
+    if scaled(M[0, 0]):
+        for j in range(col0, col0 + ncols):
+            dst[d0, d1, j] *= scale[j]
+
+
+@njit(**HELPER)
+def _matvec_p(src, s0, s1, M, P, scale, dst, d0, d1, col0, ncols):
+    """``_matvec`` for a recurrent matrix M with panels P (see ``_product``)."""
+    for j in range(col0, col0 + ncols):
+        dst[d0, d1, j] = 0.0
+    _product(src, s0, s1, M, P, dst, d0, d1, col0, ncols)
     if scaled(M[0, 0]):
         for j in range(col0, col0 + ncols):
             dst[d0, d1, j] *= scale[j]
@@ -272,14 +296,14 @@ def _matvec_batch(src, s1, M, P, scale, dst, col0, ncols):
     for b in range(B):
         for j in range(col0, col0 + ncols):
             dst[b, 0, j] = 0.0
-    _panel_acc(src, 0, s1, 1, 0, M, P, dst, 0, 0, 1, 0, B, col0, ncols)
+    _panels(src, 0, s1, 1, 0, M, P, dst, 0, 0, 1, 0, B, col0, ncols)
     if scaled(M[0, 0]):
         for b in range(B):
             for j in range(col0, col0 + ncols):
                 dst[b, 0, j] *= scale[j]
 
 
-@njit(**HELPER)
+@njit(**RECURRENT)
 def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
     """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows.
 
@@ -294,7 +318,7 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
                 t = _time(s0 + k, T, reverse)
                 if t >= lengths[b]:
                     continue
-                _matvec(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
+                _matvec_p(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
                 for j in range(GH):
                     gx[b, k, j] += bias[j]
         return
@@ -305,10 +329,10 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
             for j in range(GH):
                 gx[b, k, j] = 0.0
     if n == 1:  # one step (a batched GRU step): the streams are the rows
-        _panel_acc(x, 0, t0, 1, 0, Wd, Wpd, gx, 0, 0, 1, 0, B, 0, GH)
+        _panels(x, 0, t0, 1, 0, Wd, Wpd, gx, 0, 0, 1, 0, B, 0, GH)
     else:
         for b in range(B):
-            _panel_acc(x, b, t0, 0, dt, Wd, Wpd, gx, b, 0, 0, 1, n, 0, GH)
+            _panels(x, b, t0, 0, dt, Wd, Wpd, gx, b, 0, 0, 1, n, 0, GH)
     for b in range(B):
         for k in range(n):
             if scaled(Wd[0, 0]):
@@ -318,7 +342,7 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
                 gx[b, k, j] += bias[j]
 
 
-@njit(**HELPER)
+@njit(**RECURRENT)
 def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
     """``_gates`` for every stream of step t at once, each large matrix walked once.
 
@@ -332,7 +356,7 @@ def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
         for b in range(B):
             for j in range(GH):
                 gx[b, k, j] = 0.0
-        _panel_acc(x, 0, t, 1, 0, Wd, Wpd, gx, 0, k, 1, 0, B, 0, GH)
+        _panels(x, 0, t, 1, 0, Wd, Wpd, gx, 0, k, 1, 0, B, 0, GH)
         for b in range(B):
             if scaled(Wd[0, 0]):
                 for j in range(GH):
@@ -343,14 +367,14 @@ def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
         for b in range(B):
             for j in range(GH):
                 acc[b, 0, j] = 0.0
-        _panel_acc(h, 0, d, 1, 0, Rd, Rpd, acc, 0, 0, 1, 0, B, 0, GH)
+        _panels(h, 0, d, 1, 0, Rd, Rpd, acc, 0, 0, 1, 0, B, 0, GH)
         for b in range(B):
             for j in range(GH):
                 acc[b, 0, j] *= sR[j]
             for j in range(GH):
                 gx[b, k, j] += acc[b, 0, j]
     else:
-        _panel_acc(h, 0, d, 1, 0, Rd, Rpd, gx, 0, k, 1, 0, B, 0, GH)
+        _panels(h, 0, d, 1, 0, Rd, Rpd, gx, 0, k, 1, 0, B, 0, GH)
 
 
 @njit(**HELPER)
@@ -364,15 +388,15 @@ def _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused):
     """
     GH = gx.shape[2]
     if fused:
-        _matvec(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
+        _matvec_p(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
         for j in range(GH):
             gx[b, k, j] += bias[j]
     if scaled(Rd[0, 0]):
-        _matvec(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
+        _matvec_p(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
         for j in range(GH):
             gx[b, k, j] += acc[b, 0, j]
     else:
-        _matvec_acc(h, b, d, Rd, Rpd, gx, b, k, 0, GH)
+        _product(h, b, d, Rd, Rpd, gx, b, k, 0, GH)
 
 
 @njit(**HELPER)
@@ -566,7 +590,7 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, work):
                     _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
                 _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
                 if has_proj:
-                    _matvec(m, b, 0, Pd, _no_panels(Pd), sP, h, b, d, 0, Hr)
+                    _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
                 else:
                     for j in range(H):
                         h[b, d, j] = m[b, 0, j]
@@ -626,14 +650,14 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
                     if not together:
-                        _matvec(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
+                        _matvec_p(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
                         _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
                 else:
                     # z and r first, then (r * h)·Rh
                     if not together:
-                        _matvec(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, 2 * H)
+                        _matvec_p(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, 2 * H)
                         _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
-                        _matvec(rh, b, 0, Rd, Rpd, sR, acc, b, 0, 2 * H, H)
+                        _matvec_p(rh, b, 0, Rd, Rpd, sR, acc, b, 0, 2 * H, H)
                     for j in range(H):
                         acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
                 _gru_units(acc, b, d, ga, bound, h, DEFAULT_ACTS)
@@ -663,7 +687,7 @@ def dense(x, W, bias, scale, y):
     x3 = x.reshape((N, 1, I))
     y3 = y.reshape((N, 1, O))
     for n in range(N):
-        _matvec(x3, n, 0, W, _no_panels(W), scale, y3, n, 0, 0, O)
+        _matvec(x3, n, 0, W, scale, y3, n, 0, 0, O)
         for o in range(O):
             y3[n, 0, o] += bias[o]
 
