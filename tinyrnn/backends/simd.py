@@ -44,6 +44,63 @@ def _widen(builder, raw, dtype):
     return builder.sitofp(raw, vf)  # int8
 
 
+def _sum_rows(context, builder, nrows, x_ptrs, y_vecs, weight_ptr, w_dtype):
+    """The loop both code generators emit, with every partial sum in a register.
+
+    For i < ``nrows``: ``y[r][k] += x[r][i] * W_k(i)`` for each source row r and vector k.
+    ``x_ptrs``: per source row, a ``float*`` to its element 0; ``y_vecs``: per row, per
+    vector, a ``<LANES x float>*`` (loaded before the loop, stored after it);
+    ``weight_ptr(i, k)``: a pointer to the ``LANES`` stored weights of vector k in row i,
+    widened from ``w_dtype``. Each sum is one chain of ``llvm.fmuladd`` down the rows.
+    """
+    intp = context.get_value_type(types.intp)
+    vf = ir.VectorType(ir.FloatType(), LANES)
+    vraw = ir.VectorType(context.get_value_type(w_dtype), LANES)
+    zero_i, one_i = ir.Constant(intp, 0), ir.Constant(intp, 1)
+    fmuladd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fmuladd.v{LANES}f32")
+    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+    width = len(y_vecs[0])
+    start = [[builder.load(p, align=4) for p in row] for row in y_vecs]
+    entry = builder.block
+    body = builder.append_basic_block("rows.body")
+    done = builder.append_basic_block("rows.done")
+    builder.cbranch(builder.icmp_signed(">", nrows, zero_i), body, done)
+    builder.position_at_end(body)
+    i = builder.phi(intp)
+    i.add_incoming(zero_i, entry)
+    accs = [[builder.phi(vf) for _ in range(width)] for _ in y_vecs]
+    for acc_row, start_row in zip(accs, start):
+        for a, v in zip(acc_row, start_row):
+            a.add_incoming(v, entry)
+    weights = [_widen(builder, builder.load(builder.bitcast(weight_ptr(i, k), vraw.as_pointer()), align=1),
+                      w_dtype) for k in range(width)]
+    new = []
+    for x, acc_row in zip(x_ptrs, accs):
+        xi = builder.load(builder.gep(x, [i]))
+        xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vf, ir.Undefined), xi,
+                                                          ir.Constant(ir.IntType(32), 0)),
+                                    ir.Constant(vf, ir.Undefined), splat_mask)
+        new.append([builder.call(fmuladd, [xs, w, a]) for w, a in zip(weights, acc_row)])
+    i_next = builder.add(i, one_i)
+    tail = builder.block
+    i.add_incoming(i_next, tail)
+    for acc_row, new_row in zip(accs, new):
+        for a, v in zip(acc_row, new_row):
+            a.add_incoming(v, tail)
+    builder.cbranch(builder.icmp_signed("<", i_next, nrows), body, done)
+    builder.position_at_end(done)
+    finals = []  # every phi first: LLVM wants them at the top of the block
+    for start_row, new_row in zip(start, new):
+        for s0_, v in zip(start_row, new_row):
+            final = builder.phi(vf)
+            final.add_incoming(s0_, entry)
+            final.add_incoming(v, tail)
+            finals.append(final)
+    for p, final in zip((p for row in y_vecs for p in row), finals):
+        builder.store(final, p, align=4)
+
+
 def _codegen(rows: int, tile: int):
     """Code generator for ``rows`` source/destination rows sharing each weight load."""
 
@@ -52,9 +109,7 @@ def _codegen(rows: int, tile: int):
         (a_src, a_s0, a_s1, a_ds0, a_ds1, a_M, a_dst, a_d0, a_d1, a_dd0, a_dd1, a_col0, a_ncols) = args
         intp = context.get_value_type(types.intp)
         vf = ir.VectorType(ir.FloatType(), LANES)
-        vraw = ir.VectorType(context.get_value_type(M_t.dtype), LANES)
         zero_i = ir.Constant(intp, 0)
-        one_i = ir.Constant(intp, 1)
 
         src_a = context.make_array(src_t)(context, builder, a_src)
         dst_a = context.make_array(dst_t)(context, builder, a_dst)
@@ -69,53 +124,13 @@ def _codegen(rows: int, tile: int):
         nrows = builder.extract_value(m_a.shape, 0)
         row_len = builder.extract_value(m_a.shape, 1)  # elements per row (C-contiguous)
         m_col0 = builder.gep(m_a.data, [a_col0])  # &M[0, col0]
-        fmuladd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fmuladd.v{LANES}f32")
-        splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
 
         def tile_pass(c, width):
             """Accumulate columns [c, c + width*LANES) of every row over all of M."""
             offs = [builder.add(c, ir.Constant(intp, k * LANES)) for k in range(width)]
             y_tile = [[builder.bitcast(builder.gep(y, [o]), vf.as_pointer()) for o in offs] for y in y_ptrs]
-            start = [[builder.load(p, align=4) for p in row] for row in y_tile]
-            entry = builder.block
-            body = builder.append_basic_block("tile.rows")
-            done = builder.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed(">", nrows, zero_i), body, done)
-            builder.position_at_end(body)
-            i = builder.phi(intp)
-            i.add_incoming(zero_i, entry)
-            accs = [[builder.phi(vf) for _ in range(width)] for _ in range(rows)]
-            for acc_row, start_row in zip(accs, start):
-                for a, v in zip(acc_row, start_row):
-                    a.add_incoming(v, entry)
-            m_row = builder.gep(m_col0, [builder.mul(i, row_len)])
-            weights = [_widen(builder, builder.load(builder.bitcast(builder.gep(m_row, [o]), vraw.as_pointer()),
-                                                     align=1), M_t.dtype) for o in offs]
-            new = []
-            for x, acc_row in zip(x_ptrs, accs):
-                xi = builder.load(builder.gep(x, [i]))
-                xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vf, ir.Undefined), xi,
-                                                                  ir.Constant(ir.IntType(32), 0)),
-                                            ir.Constant(vf, ir.Undefined), splat_mask)
-                new.append([builder.call(fmuladd, [xs, w, a]) for w, a in zip(weights, acc_row)])
-            i_next = builder.add(i, one_i)
-            tail = builder.block
-            i.add_incoming(i_next, tail)
-            for acc_row, new_row in zip(accs, new):
-                for a, v in zip(acc_row, new_row):
-                    a.add_incoming(v, tail)
-            builder.cbranch(builder.icmp_signed("<", i_next, nrows), body, done)
-            builder.position_at_end(done)
-            finals = []  # every phi first: LLVM wants them at the top of the block
-            for start_row, new_row in zip(start, new):
-                for s0_, v in zip(start_row, new_row):
-                    final = builder.phi(vf)
-                    final.add_incoming(s0_, entry)
-                    final.add_incoming(v, tail)
-                    finals.append(final)
-            for p, final in zip((p for row in y_tile for p in row), finals):
-                builder.store(final, p, align=4)
+            _sum_rows(context, builder, nrows, x_ptrs, y_tile,
+                      lambda i, k: builder.gep(m_col0, [builder.add(builder.mul(i, row_len), offs[k])]), M_t.dtype)
 
         full = ir.Constant(intp, tile * LANES)
         n_tiles = builder.sdiv(a_ncols, full)
@@ -181,61 +196,23 @@ def _panels_codegen(context, builder, signature, args):
     a_src, a_s0, a_s1, a_P, a_p0, a_np, a_dst, a_d0, a_d1 = args
     intp = context.get_value_type(types.intp)
     vf = ir.VectorType(ir.FloatType(), LANES)
-    vraw = ir.VectorType(context.get_value_type(P_t.dtype), LANES)
-    zero_i, one_i = ir.Constant(intp, 0), ir.Constant(intp, 1)
+    lane = ir.Constant(intp, LANES)
     src_a = context.make_array(src_t)(context, builder, a_src)
     dst_a = context.make_array(dst_t)(context, builder, a_dst)
     p_a = context.make_array(P_t)(context, builder, a_P)
-    x_ptr = cgutils.get_item_pointer(context, builder, src_t, src_a, [a_s0, a_s1, zero_i])
+    x_ptr = cgutils.get_item_pointer(context, builder, src_t, src_a, [a_s0, a_s1, ir.Constant(intp, 0)])
     nrows = builder.extract_value(p_a.shape, 1)
-    panel = builder.mul(nrows, ir.Constant(intp, LANES))  # elements per panel
-    fmuladd = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fmuladd.v{LANES}f32")
-    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+    panel = builder.mul(nrows, lane)  # elements per panel
 
     def group(first, width):
-        """Accumulate panels first .. first+width-1 over every row, sums in registers."""
-        y_base = cgutils.get_item_pointer(context, builder, dst_t, dst_a,
-                                          [a_d0, a_d1, builder.mul(first, ir.Constant(intp, LANES))])
-        y_vec = [builder.bitcast(builder.gep(y_base, [ir.Constant(intp, k * LANES)]), vf.as_pointer())
-                 for k in range(width)]
-        p_base = [builder.gep(p_a.data, [builder.mul(builder.add(first, ir.Constant(intp, k)), panel)])
+        """Accumulate panels first .. first+width-1 over every row."""
+        y_base = cgutils.get_item_pointer(context, builder, dst_t, dst_a, [a_d0, a_d1, builder.mul(first, lane)])
+        y_vecs = [builder.bitcast(builder.gep(y_base, [ir.Constant(intp, k * LANES)]), vf.as_pointer())
                   for k in range(width)]
-        start = [builder.load(p, align=4) for p in y_vec]
-        entry = builder.block
-        body = builder.append_basic_block("panels.rows")
-        done = builder.append_basic_block("panels.done")
-        builder.cbranch(builder.icmp_signed(">", nrows, zero_i), body, done)
-        builder.position_at_end(body)
-        i = builder.phi(intp)
-        i.add_incoming(zero_i, entry)
-        accs = [builder.phi(vf) for _ in range(width)]
-        for a, v in zip(accs, start):
-            a.add_incoming(v, entry)
-        xi = builder.load(builder.gep(x_ptr, [i]))
-        xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vf, ir.Undefined), xi,
-                                                          ir.Constant(ir.IntType(32), 0)),
-                                    ir.Constant(vf, ir.Undefined), splat_mask)
-        row = builder.mul(i, ir.Constant(intp, LANES))
-        new = []
-        for base, a in zip(p_base, accs):
-            raw = builder.load(builder.bitcast(builder.gep(base, [row]), vraw.as_pointer()), align=1)
-            new.append(builder.call(fmuladd, [xs, _widen(builder, raw, P_t.dtype), a]))
-        i_next = builder.add(i, one_i)
-        tail = builder.block
-        i.add_incoming(i_next, tail)
-        for a, v in zip(accs, new):
-            a.add_incoming(v, tail)
-        builder.cbranch(builder.icmp_signed("<", i_next, nrows), body, done)
-        builder.position_at_end(done)
-        finals = []
-        for s0_, v in zip(start, new):
-            final = builder.phi(vf)
-            final.add_incoming(s0_, entry)
-            final.add_incoming(v, tail)
-            finals.append(final)
-        for p, final in zip(y_vec, finals):
-            builder.store(final, p, align=4)
+        bases = [builder.gep(p_a.data, [builder.mul(builder.add(first, ir.Constant(intp, k)), panel)])
+                 for k in range(width)]
+        _sum_rows(context, builder, nrows, [x_ptr], [y_vecs],
+                  lambda i, k: builder.gep(bases[k], [builder.mul(i, lane)]), P_t.dtype)
 
     full = ir.Constant(intp, TILE)
     n_groups = builder.sdiv(a_np, full)
