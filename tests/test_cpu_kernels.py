@@ -2,8 +2,10 @@
 the loops, and (where numba has the flag) array arguments that LLVM may treat as disjoint.
 
 These pin the two causes of a per-sample LSTM step costing ~1,900 instead of ~1,400
-instructions (benchmarks/RESULTS.md, "Instructions per step"); the kernels' values are
-checked against the oracle in tests/test_layers.py and tests/test_stream.py.
+instructions (benchmarks/RESULTS.md, "Instructions per step"). Then the products of large
+matrices (column panels, several rows at once) against the oracle and bit for bit against
+one stream alone; small cells' values are checked in tests/test_layers.py and
+tests/test_stream.py.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
+from builders import oracle_recurrent, random_recurrent, single_layer_model
 from numba import njit
 from numba.core.compiler import Flags
 
 from tinyrnn.backends import cpu_kernels as K
+from tinyrnn.backends.simd import SMALL
+from tinyrnn.quantize import quantize_model
 
 UNCACHED = dict(K.KERNEL, cache=False)
 
@@ -68,38 +74,20 @@ def test_recurrent_kernels_mark_their_arrays_noalias():
         assert re.search(rf"ptr noalias [^%]*%arg\.{name}\.4\b", define), define
 
 
-# --- blocked products: large matrices, many rows -------------------------------------------
-# I=52, H=112: W (52 x 4H) and R (112 x 448) exceed simd.SMALL, so a chunk's input product
-# and a step of B >= BATCH_BLOCK_MIN streams go through _rows_block_acc. T spans two chunks.
-
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from builders import oracle_recurrent, random_recurrent, single_layer_model  # noqa: E402
-
-from tinyrnn.backends.simd import SMALL  # noqa: E402
-from tinyrnn.quantize import quantize_model  # noqa: E402
+# --- large matrices, many rows ------------------------------------------------------------
+# W and R exceed simd.SMALL, so they get column panels (with columns past the last whole
+# panel), a chunk's input product takes many rows at once, and so does a step of
+# B >= BATCH_BLOCK_MIN streams. T spans two chunks.
 
 I_BIG, H_BIG, B_BIG, T_BIG = 52, 112, 5, 2 * K.CHUNK + 7
 
 
 def _big(cell, direction="forward", **kw):
-    layer, w = random_recurrent(np.random.default_rng(7), cell, I_BIG, H_BIG, direction=direction,
-                                scale=0.15, **kw)
+    # one gate for an RNN: a wider layer for matrices of the same sizes
+    I, H, scale = (4 * I_BIG, 4 * H_BIG, 0.05) if cell == "rnn" else (I_BIG, H_BIG, 0.15)
+    layer, w = random_recurrent(np.random.default_rng(7), cell, I, H, direction=direction, scale=scale, **kw)
     G = w["W"].shape[1]
-    if cell == "rnn":  # one gate: a wider layer for the same matrix sizes
-        return _big_rnn(direction, **kw)
-    assert I_BIG * G > SMALL and H_BIG * G > SMALL and B_BIG >= K.BATCH_BLOCK_MIN
-    return layer, w
-
-
-def _big_rnn(direction, **kw):
-    layer, w = random_recurrent(np.random.default_rng(7), "rnn", 4 * I_BIG, 4 * H_BIG, direction=direction,
-                                scale=0.05, **kw)
-    assert 4 * I_BIG * 4 * H_BIG > SMALL
+    assert I * G > SMALL and H * G > SMALL and B_BIG >= K.BATCH_BLOCK_MIN
     return layer, w
 
 

@@ -81,10 +81,8 @@ CHUNK = 32  # time steps whose input projection is hoisted together
 # over a chunk: their input product is computed step by step instead (same arithmetic, so
 # the same bits). A single step (T == 1) never gains from hoisting either.
 FUSE_MAX_INPUT = 4
-# A product of many rows (the time steps of a hoisted chunk, or the streams of a batched
-# step) with a weight matrix too large for L1 walks the matrix in blocks of 4 rows x
-# BLOCK_COLS columns, each reused from L1 by every row, so the matrix is read once per
-# call instead of once per row (at LSTM 256 it is 1 MiB, larger than L2 with its partner).
+# Columns of a large product outside its whole panels are walked in blocks of 4 rows x
+# BLOCK_COLS columns, each reused from L1 by every row (``_rows_block_acc``).
 BLOCK_COLS = 128
 BATCH_BLOCK_MIN = 4  # streams from which a step's recurrent product is computed for all at once
 
@@ -151,9 +149,10 @@ def _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0
 
     Blocked so that each block of M is reused from L1 by every row; per element the
     additions happen in exactly ``_rows_acc``'s order (rows in fours, then singly), so a
-    row gets the same bits either way. Not inlined: it serves large products only, where
-    a call (~40 ns) is nothing, and inlined at its four call sites it added 17 s to the
-    LSTM kernel's cold compile (benchmarks/compile_cost.py).
+    row gets the same bits either way. Serves the columns of a large product that lie
+    outside whole panels (``_panel_acc``). Not inlined: a call (~40 ns) is nothing next
+    to a large product, and inlined at four call sites it had added 17 s to the LSTM
+    kernel's cold compile (benchmarks/compile_cost.py).
     """
     n = M.shape[0]
     for jb in range((ncols + BLOCK_COLS - 1) // BLOCK_COLS):
@@ -198,9 +197,10 @@ def _panel_acc(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, 
     P holds M's columns in panels of ``P.shape[2]`` (one vector register's worth), each
     panel's rows contiguous (``packing.pack_panels``). A panel is walked top to bottom
     with its sums in registers (``simd.tile_matmat4``: four rows share each weight load),
-    and stays in L1 for every group of rows; a lone row walks four panels at once
-    (``simd.panels_matvec``: enough independent sums to hide the multiply-add latency): 40 GMAC/s at 64 x 256 x 1024 here, against
-    15 for the blocked loop, whose stores and reloads of the sums are its limit. Walking
+    and stays in L1 for every group of rows (40 GMAC/s at 64 x 256 x 1024 here, against
+    15 for the blocked loop, whose stores and reloads of the sums are its limit); a lone
+    row walks four panels at once (``simd.panels_matvec``: enough independent sums to
+    hide the multiply-add latency). Walking
     an unpacked matrix down its columns instead is slow (rows 4 KiB apart fall into one
     L1 set). One row or four, a product element gets the same fused multiply-add chain,
     so a stream's bits do not depend on the rows computed with it. Columns outside whole
@@ -279,28 +279,29 @@ def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
 
 
 @njit(**HELPER)
-def _matvec_p(src, s0, s1, M, P, scale, dst, d0, d1, col0, ncols):
-    """``_matvec`` for a recurrent matrix M with panels P (see ``_product``)."""
-    for j in range(col0, col0 + ncols):
-        dst[d0, d1, j] = 0.0
-    _product(src, s0, s1, M, P, dst, d0, d1, col0, ncols)
-    if scaled(M[0, 0]):
+def _rows_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """dst[row r, cols] = src[row r] @ M[:, cols] (* scale[cols] for int8 M) for r < nrows.
+
+    Rows as in ``_panel_acc`` (``src[s0 + r*ds0, s1 + r*ds1]`` -> ``dst[d0 + r*dd0, d1 + r*dd1]``);
+    M must have panels. ``_matvec``'s arithmetic, for any number of rows.
+    """
+    for r in range(nrows):
         for j in range(col0, col0 + ncols):
-            dst[d0, d1, j] *= scale[j]
+            dst[d0 + r * dd0, d1 + r * dd1, j] = 0.0
+    _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols)
+    if scaled(M[0, 0]):
+        for r in range(nrows):
+            for j in range(col0, col0 + ncols):
+                dst[d0 + r * dd0, d1 + r * dd1, j] *= scale[j]
 
 
 @njit(**HELPER)
-def _matvec_batch(src, s1, M, P, scale, dst, col0, ncols):
-    """``_matvec(src, b, s1, M, P, scale, dst, b, 0, col0, ncols)`` for every stream b at once."""
-    B = dst.shape[0]
-    for b in range(B):
-        for j in range(col0, col0 + ncols):
-            dst[b, 0, j] = 0.0
-    _panels(src, 0, s1, 1, 0, M, P, dst, 0, 0, 1, 0, B, col0, ncols)
-    if scaled(M[0, 0]):
-        for b in range(B):
-            for j in range(col0, col0 + ncols):
-                dst[b, 0, j] *= scale[j]
+def _matvec_p(src, s0, s1, M, P, scale, dst, d0, d1, col0, ncols):
+    """``_matvec`` for a recurrent matrix M, through its panels P when it has them."""
+    if P.shape[0] > 0:
+        _rows_product(src, s0, s1, 0, 0, M, P, scale, dst, d0, d1, 0, 0, 1, col0, ncols)
+    else:
+        _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols)
 
 
 @njit(**RECURRENT)
@@ -324,20 +325,13 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
         return
     t0 = T - 1 - s0 if reverse else s0
     dt = -1 if reverse else 1
-    for b in range(B):
-        for k in range(n):
-            for j in range(GH):
-                gx[b, k, j] = 0.0
     if n == 1:  # one step (a batched GRU step): the streams are the rows
-        _panels(x, 0, t0, 1, 0, Wd, Wpd, gx, 0, 0, 1, 0, B, 0, GH)
+        _rows_product(x, 0, t0, 1, 0, Wd, Wpd, sW, gx, 0, 0, 1, 0, B, 0, GH)
     else:
         for b in range(B):
-            _panels(x, b, t0, 0, dt, Wd, Wpd, gx, b, 0, 0, 1, n, 0, GH)
+            _rows_product(x, b, t0, 0, dt, Wd, Wpd, sW, gx, b, 0, 0, 1, n, 0, GH)
     for b in range(B):
         for k in range(n):
-            if scaled(Wd[0, 0]):
-                for j in range(GH):
-                    gx[b, k, j] *= sW[j]
             for j in range(GH):
                 gx[b, k, j] += bias[j]
 
@@ -353,24 +347,13 @@ def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
     B = gx.shape[0]
     GH = gx.shape[2]
     if fused:
+        _rows_product(x, 0, t, 1, 0, Wd, Wpd, sW, gx, 0, k, 1, 0, B, 0, GH)
         for b in range(B):
-            for j in range(GH):
-                gx[b, k, j] = 0.0
-        _panels(x, 0, t, 1, 0, Wd, Wpd, gx, 0, k, 1, 0, B, 0, GH)
-        for b in range(B):
-            if scaled(Wd[0, 0]):
-                for j in range(GH):
-                    gx[b, k, j] *= sW[j]
             for j in range(GH):
                 gx[b, k, j] += bias[j]
     if scaled(Rd[0, 0]):
+        _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 0, GH)
         for b in range(B):
-            for j in range(GH):
-                acc[b, 0, j] = 0.0
-        _panels(h, 0, d, 1, 0, Rd, Rpd, acc, 0, 0, 1, 0, B, 0, GH)
-        for b in range(B):
-            for j in range(GH):
-                acc[b, 0, j] *= sR[j]
             for j in range(GH):
                 gx[b, k, j] += acc[b, 0, j]
     else:
@@ -633,8 +616,8 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
         for k in range(n):
             t = _time(s0 + k, T, reverse)
             if together:
-                # each phase for all streams at once, each walking R once (see _rows_block_acc)
-                _matvec_batch(h, d, Rd, Rpd, sR, acc, 0, GH if lbr else 2 * H)
+                # each phase for all streams at once, each walking R once (see _panel_acc)
+                _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 0, GH if lbr else 2 * H)
                 for b in range(B):
                     if t < lengths[b]:
                         if lbr:
@@ -642,7 +625,7 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
                         else:
                             _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
                 if not lbr:
-                    _matvec_batch(rh, 0, Rd, Rpd, sR, acc, 2 * H, H)
+                    _rows_product(rh, 0, 0, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 2 * H, H)
             for b in range(B):
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)

@@ -37,10 +37,10 @@ defaults" (sigmoid/tanh). Each CPU kernel is compiled twice from one source, wit
 a compile-time constant (``cpu_kernels.DEFAULT_ACTS``); the small functions here are
 inlined into the kernels at numba's IR level (LLVM does not reliably inline separately
 compiled numba functions), so with ``std=True`` the generic activation switch folds away
-and the unit loop vectorises. ``tanh`` and ``sigmoid`` are branch-free rational approximations (fitted by
-``tools/fit_tanh.py``): max abs error 3.5e-7 for tanh, 2e-7 for sigmoid, |tanh| <= 1;
-``tests/test_math.py`` pins these bounds. Only the generic switch ``activate`` stays an
-out-of-line call, which keeps compile times short.
+and the unit loop vectorises. ``tanh`` and ``sigmoid`` are branch-free rational
+approximations (fitted by ``tools/fit_tanh.py``): max abs error 3.5e-7 for tanh, 2e-7 for
+sigmoid, |tanh| <= 1; ``tests/test_math.py`` pins these bounds. Only the generic switch
+``activate`` stays an out-of-line call, which keeps compile times short.
 """
 
 from __future__ import annotations
