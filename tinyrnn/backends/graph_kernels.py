@@ -41,6 +41,17 @@ def _put(y, row, L_out, oc, v, vec):
 
 
 @njit(**HELPER)
+def _put_rows4(y, row, L_out, oc, a0, a1, a2, a3, vec, bo_, so_):
+    """Output channel oc of rows row..row+3 from their sums: scaled, biased, activated."""
+    sc = vec[so_ + oc]
+    bo = vec[bo_ + oc]
+    _put(y, row, L_out, oc, a0 * sc + bo, vec)
+    _put(y, row + 1, L_out, oc, a1 * sc + bo, vec)
+    _put(y, row + 2, L_out, oc, a2 * sc + bo, vec)
+    _put(y, row + 3, L_out, oc, a3 * sc + bo, vec)
+
+
+@njit(**HELPER)
 def _fused(vec, o, v):
     """The fused activation ``vec[o:o + 4]`` = [kind, code, alpha, beta] applied to ``v``."""
     kind = vec[o]
@@ -123,18 +134,8 @@ def conv1d(x, W, vec, y, patch):
                         c1 += v * p1
                         c2 += v * p2
                         c3 += v * p3
-                    sc = vec[so_ + oc]
-                    bo = vec[bo_ + oc]
-                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, vec)
-                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, vec)
-                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, vec)
-                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, vec)
-                    sc = vec[so_ + oc + 1]
-                    bo = vec[bo_ + oc + 1]
-                    _put(y, r0 + r, L_out, oc + 1, c0 * sc + bo, vec)
-                    _put(y, r0 + r + 1, L_out, oc + 1, c1 * sc + bo, vec)
-                    _put(y, r0 + r + 2, L_out, oc + 1, c2 * sc + bo, vec)
-                    _put(y, r0 + r + 3, L_out, oc + 1, c3 * sc + bo, vec)
+                    _put_rows4(y, r0 + r, L_out, oc, a0, a1, a2, a3, vec, bo_, so_)
+                    _put_rows4(y, r0 + r, L_out, oc + 1, c0, c1, c2, c3, vec, bo_, so_)
                     oc += 2
                 if oc < o1:
                     a0 = np.float32(0.0)
@@ -147,12 +148,7 @@ def conv1d(x, W, vec, y, patch):
                         a1 += w * patch[r + 1, j]
                         a2 += w * patch[r + 2, j]
                         a3 += w * patch[r + 3, j]
-                    sc = vec[so_ + oc]
-                    bo = vec[bo_ + oc]
-                    _put(y, r0 + r, L_out, oc, a0 * sc + bo, vec)
-                    _put(y, r0 + r + 1, L_out, oc, a1 * sc + bo, vec)
-                    _put(y, r0 + r + 2, L_out, oc, a2 * sc + bo, vec)
-                    _put(y, r0 + r + 3, L_out, oc, a3 * sc + bo, vec)
+                    _put_rows4(y, r0 + r, L_out, oc, a0, a1, a2, a3, vec, bo_, so_)
             for r in range(rq, nr):
                 oc = o0
                 while oc + 4 <= o1:
