@@ -115,44 +115,30 @@ def _time(s, T, reverse):
     return T - 1 - s if reverse else s
 
 
-@njit(**HELPER)
-def _rows_acc(src, s0, s1, M, dst, d0, d1, col0, end):
-    """dst[d0, d1, col0:end] += src[s0, s1, :] @ M[:, col0:end], four rows per pass.
-
-    Four rows per pass over the output: the accumulator is loaded and stored a quarter
-    as often as row by row (3x faster at 16 x 64), and the rows stream in the order the
-    prefetchers like, which is what large matrices need.
-    """
-    n = M.shape[0]
-    i = 0
-    while i + 4 <= n:
-        v0 = src[s0, s1, i]
-        v1 = src[s0, s1, i + 1]
-        v2 = src[s0, s1, i + 2]
-        v3 = src[s0, s1, i + 3]
-        for j in range(col0, end):
-            dst[d0, d1, j] += (v0 * load(M[i, j]) + v1 * load(M[i + 1, j])
-                               + v2 * load(M[i + 2, j]) + v3 * load(M[i + 3, j]))
-        i += 4
-    while i < n:
-        v = src[s0, s1, i]
-        for j in range(col0, end):
-            dst[d0, d1, j] += v * load(M[i, j])
-        i += 1
+# --- out-of-line products ----------------------------------------------------------------
+# ``_rows_block_acc``, ``_panel_acc`` and ``_panel_product`` are compiled once each and
+# called, not inlined: every kernel reaches them from several places, and numba's IR
+# inlining (not LLVM's) was most of a kernel's cold compile (benchmarks/compile_cost.py:
+# the shipped model's kernels, 40 s inlined, 18 s called). Their callers are the products
+# of large matrices, where a call (~20 ns) is nothing, or a tile's last columns, skipped
+# when there are none. Each is reached through an inlined shim that passes every integer
+# as a run-time int64: numba compiles a called function once per argument type, and a
+# literal 0 or 1 is a type of its own (``_panel_acc`` compiled seven times for one model).
 
 
 @njit(**RECURRENT)
 def _rows_block_acc(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
     """dst[d0 + r*dd0, d1 + r*dd1, cols] += src[s0 + r*ds0, s1 + r*ds1, :] @ M[:, cols] for r < nrows,
 
-    ``cols`` being ``col0:col0+ncols``.
+    ``cols`` being ``col0:col0+ncols``; M unpacked, read row by row.
 
-    Blocked so that each block of M is reused from L1 by every row; per element the
-    additions happen in exactly ``_rows_acc``'s order (rows in fours, then singly), so a
-    row gets the same bits either way. Serves the columns of a large product that lie
-    outside whole panels (``_panel_acc``). Not inlined: a call (~40 ns) is nothing next
-    to a large product, and inlined at four call sites it had added 17 s to the LSTM
-    kernel's cold compile (benchmarks/compile_cost.py).
+    The product wherever no register tile or panel serves: a matrix too large for tiles
+    and without panels (a projection, a dense layer), the last columns of a tiled one, the
+    columns of a large one outside its whole panels. Four rows of M per pass, so each sum
+    is loaded and stored a quarter as often as row by row (3x faster at 16 x 64), and in
+    blocks of ``BLOCK_COLS`` columns that each row of ``src`` reuses from L1. Per element
+    the additions run in one order (rows of M in fours, then singly) whatever the number
+    of rows or the block, so a row gets the same bits either way.
     """
     n = M.shape[0]
     for jb in range((ncols + BLOCK_COLS - 1) // BLOCK_COLS):
@@ -200,11 +186,11 @@ def _panel_acc(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, 
     and stays in L1 for every group of rows (40 GMAC/s at 64 x 256 x 1024 here, against
     15 for the blocked loop, whose stores and reloads of the sums are its limit); a lone
     row walks four panels at once (``simd.panels_matvec``: enough independent sums to
-    hide the multiply-add latency). Walking
-    an unpacked matrix down its columns instead is slow (rows 4 KiB apart fall into one
-    L1 set). One row or four, a product element gets the same fused multiply-add chain,
-    so a stream's bits do not depend on the rows computed with it. Columns outside whole
-    panels take ``_rows_block_acc``, for every row alike. Not inlined (large products only).
+    hide the multiply-add latency). Walking an unpacked matrix down its columns instead
+    is slow (rows 4 KiB apart fall into one L1 set). One row or four, a product element
+    gets the same fused multiply-add chain, so a stream's bits do not depend on the rows
+    computed with it. Columns outside whole panels take ``_rows_block_acc``, for every
+    row alike.
     """
     PW = P.shape[2]
     lo = (col0 + PW - 1) // PW
@@ -229,33 +215,42 @@ def _panel_acc(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, 
 
 
 @njit(**HELPER)
+def _rows(src, s0, s1, M, dst, d0, d1, col0, ncols):
+    """``_rows_block_acc`` for one row; nothing to do when ``ncols`` is 0."""
+    if ncols > 0:
+        i = np.int64
+        _rows_block_acc(src, i(s0), i(s1), i(0), i(0), M, dst, i(d0), i(d1), i(0), i(0), i(1), i(col0), i(ncols))
+
+
+@njit(**HELPER)
+def _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """``_panel_acc`` with every integer argument a run-time int64."""
+    i = np.int64
+    _panel_acc(src, i(s0), i(s1), i(ds0), i(ds1), M, P, dst, i(d0), i(d1), i(dd0), i(dd1), i(nrows),
+               i(col0), i(ncols))
+
+
+@njit(**HELPER)
+def _rows_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """``_panel_product`` with every integer argument a run-time int64."""
+    i = np.int64
+    _panel_product(src, i(s0), i(s1), i(ds0), i(ds1), M, P, scale, dst, i(d0), i(d1), i(dd0), i(dd1),
+                   i(nrows), i(col0), i(ncols))
+
+
+@njit(**HELPER)
 def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
     """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols], M unpacked.
 
     A matrix small enough to sit in L1 goes through register tiles (``simd.tile_matvec``,
     2x faster at 32 x 128) for all but its last few columns; a larger one (a projection,
-    a dense layer) takes the row-wise loop. The two calls of ``_rows_acc`` stay separate:
-    sharing one loop with a start column that depends on the tiles slowed the large case
-    4x (LLVM then vectorised it worse).
+    a dense layer) takes the row-wise loop.
     """
     if M.shape[0] * ncols <= SMALL:
         done = tile_matvec(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
-        _rows_acc(src, s0, s1, M, dst, d0, d1, col0 + done, col0 + ncols)
+        _rows(src, s0, s1, M, dst, d0, d1, col0 + done, ncols - done)
     else:
-        _rows_acc(src, s0, s1, M, dst, d0, d1, col0, col0 + ncols)
-
-
-@njit(**HELPER)
-def _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
-    """``_panel_acc`` with every integer argument a run-time int64.
-
-    Numba compiles a called function once per argument type, and a literal 0 or 1 is a
-    type of its own: called as written, ``_panel_acc`` compiled seven times for one model
-    (60 s of cold start instead of 25).
-    """
-    i = np.int64
-    _panel_acc(src, i(s0), i(s1), i(ds0), i(ds1), M, P, dst, i(d0), i(d1), i(dd0), i(dd1), i(nrows),
-               i(col0), i(ncols))
+        _rows(src, s0, s1, M, dst, d0, d1, col0, ncols)
 
 
 @njit(**HELPER)
@@ -278,21 +273,24 @@ def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
             dst[d0, d1, j] *= scale[j]
 
 
-@njit(**HELPER)
-def _rows_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+@njit(**RECURRENT)
+def _panel_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
     """dst[row r, cols] = src[row r] @ M[:, cols] (* scale[cols] for int8 M) for r < nrows.
 
     Rows as in ``_panel_acc`` (``src[s0 + r*ds0, s1 + r*ds1]`` -> ``dst[d0 + r*dd0, d1 + r*dd1]``);
     M must have panels. ``_matvec``'s arithmetic, for any number of rows.
     """
     for r in range(nrows):
-        for j in range(col0, col0 + ncols):
-            dst[d0 + r * dd0, d1 + r * dd1, j] = 0.0
+        out = dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols]
+        for j in range(ncols):
+            out[j] = 0.0
     _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols)
     if scaled(M[0, 0]):
+        sc = scale[col0:col0 + ncols]
         for r in range(nrows):
-            for j in range(col0, col0 + ncols):
-                dst[d0 + r * dd0, d1 + r * dd1, j] *= scale[j]
+            out = dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols]
+            for j in range(ncols):
+                out[j] *= sc[j]
 
 
 @njit(**HELPER)

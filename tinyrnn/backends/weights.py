@@ -53,7 +53,9 @@ def scaled(w):
     return isinstance(w, np.int8)
 
 
-@overload(load, inline="always")
+# Not ``inline="always"``: LLVM inlines these one-instruction functions anyway, while
+# numba's IR inlining of every ``load`` in every loop cost a tenth of a cold compile.
+@overload(load)
 def _load(w):
     if isinstance(w, types.Float):
         return lambda w: np.float32(w)
@@ -64,7 +66,7 @@ def _load(w):
     return None
 
 
-@overload(scaled, inline="always")
+@overload(scaled)
 def _scaled(w):
     if isinstance(w, types.Integer) and w.bitwidth == 8:
         return lambda w: True
