@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from tinyrnn.backends.cpu_kernels import KERNEL, _matvec_acc, _panel_acc
+from tinyrnn.backends.cpu_kernels import KERNEL, _matvec, _matvec_acc, _panel_acc
 from tinyrnn.backends.packing import pack_panels
 from tinyrnn.backends.simd import LANES, tile_matmat4, tile_matvec
 
@@ -14,6 +14,11 @@ from tinyrnn.backends.simd import LANES, tile_matmat4, tile_matvec
 @njit(**KERNEL)
 def _acc(src, M, dst, col0, ncols):
     _matvec_acc(src, 0, 1, M, dst, 1, 0, col0, ncols)
+
+
+@njit(**KERNEL)
+def _set(src, M, scale, dst, col0, ncols):
+    _matvec(src, 0, 1, M, scale, dst, 1, 0, col0, ncols)
 
 
 @njit(**KERNEL)
@@ -57,6 +62,24 @@ def test_matvec_accumulates_like_numpy(rng, dtype, rows, cols, col0, n):
     ref[1, 0, col0:col0 + n] += src[0, 1].astype(np.float64) @ dense[:, col0:col0 + n]
     _acc(src, stored, dst, col0, n)
     np.testing.assert_allclose(dst, ref, rtol=1e-5, atol=1e-4 * max(1, rows) ** 0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("rows, cols, col0, n", SHAPES)
+def test_product_into_a_row_gives_the_bits_of_zeroing_it_first(rng, dtype, rows, cols, col0, n):
+    # _matvec's tiles store fresh sums (tile_matvec_set) instead of accumulating onto a
+    # zeroed row: the hoisted and fused input products rely on both giving the same bits
+    src = rng.normal(size=(1, 2, rows)).astype(np.float32)
+    stored, _ = _weights(rng, dtype, (rows, cols))
+    scale = rng.uniform(0.5, 2.0, cols).astype(np.float32)
+    dst = rng.normal(size=(2, 1, cols)).astype(np.float32)  # stale values the product must replace
+    expect = dst.copy()
+    expect[1, 0, col0:col0 + n] = 0.0
+    _acc(src, stored, expect, col0, n)
+    if dtype == "int8":
+        expect[1, 0, col0:col0 + n] *= scale[col0:col0 + n]
+    _set(src, stored, scale, dst, col0, n)
+    np.testing.assert_array_equal(dst, expect)
 
 
 def test_tiles_leave_the_tail_to_the_caller(rng):

@@ -121,16 +121,16 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
             calls.extend(graph_calls(layer, prep, [values[i] for i in ins], y, [model.shapes[i] for i in ins], f))
         elif isinstance(layer, Recurrent):
             st = state[layer.name]
-            work = np.empty(K.work_size(B, T, layer.gates, layer.hidden_size, layer.recurrent_size), np.float32)
+            scratch = K.scratch(B, T, layer.gates, layer.hidden_size)
             for d in range(layer.num_directions):
                 # only the kernel this direction needs gets compiled
                 kernel = K.SEQUENCE_KERNELS[layer.cell, bool(prep["cfg"][d, CFG_STD])]
                 weights = (prep["W"], prep["R"], prep["Wp"], prep["Rp"])
                 if layer.cell == "lstm":
                     calls.append((kernel, (x, lengths, *weights, prep["proj"], prep["V"], prep["cfg"], d,
-                                           st["h"], st["c"], y, work)))
+                                           st["h"], st["c"], y, *scratch)))
                 else:
-                    calls.append((kernel, (x, lengths, *weights, prep["V"], prep["cfg"], d, st["h"], y, work)))
+                    calls.append((kernel, (x, lengths, *weights, prep["V"], prep["cfg"], d, st["h"], y, *scratch)))
         elif isinstance(layer, Dense):
             calls.append((K.dense, (x.reshape(B * T, -1), prep["W"], prep["b"], prep["scale"],
                                     y.reshape(B * T, -1))))

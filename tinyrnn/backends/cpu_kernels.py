@@ -20,7 +20,9 @@ Shapes (per call; ``d`` selects one direction of a layer's stacked weights)::
     h        (B, D, Hr)   float32   hidden state, updated in place
     c        (B, D, H)    float32   LSTM cell state, updated in place
     y        (B, T, Dout) float32   outputs; this direction writes columns y_off:y_off+Hr
-    work     (n,)         float32   scratch, ``work_size`` floats
+    gx       (B, TC, GH)  float32   scratch: the chunk's gate pre-activations (TC = min(T, CHUNK))
+    acc      (B, 1, GH)   float32   scratch: a step's recurrent product, when it cannot go to gx
+    m        (B, 1, H)    float32   scratch: LSTM unprojected hidden values, GRU r * h (RNN: unused)
 
 Kernels do no bounds checking: ``tinyrnn.backends.cpu`` validates and sizes every array
 before a kernel sees it.
@@ -36,7 +38,7 @@ from numba import njit
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_YOFF
-from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec
+from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec, tile_matvec_set
 from .weights import load, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
@@ -59,7 +61,7 @@ def _noalias() -> dict:
     gufuncs set it) but does not expose it as a ``@njit`` option; this maps it. A numba
     without the flag gets no option, and the checks come back: slower, never wrong.
     The backends never pass overlapping arrays to a recurrent kernel (weights are read
-    only; ``x``, ``y``, ``h``, ``c`` and ``work`` are distinct buffers).
+    only; ``x``, ``y``, ``h``, ``c`` and the three scratch arrays are distinct buffers).
     """
     try:
         from numba.core.compiler import Flags
@@ -87,9 +89,16 @@ BLOCK_COLS = 128
 BATCH_BLOCK_MIN = 4  # streams from which a step's recurrent product is computed for all at once
 
 
-def work_size(B: int, T: int, G: int, H: int, Hr: int) -> int:
-    """Scratch floats a recurrent kernel needs for B streams and T steps."""
-    return B * min(T, CHUNK) * G * H + B * G * H + B * H
+def scratch(B: int, T: int, G: int, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scratch arrays ``gx``, ``acc``, ``m`` of a recurrent kernel for B streams, T steps, G gates.
+
+    Three arrays, not views of one: with ``noalias`` arguments LLVM then knows that the
+    unit loops' reads (gx, acc) and writes (m) do not overlap, and drops the run-time
+    overlap checks it would otherwise put in front of them every step.
+    """
+    TC = min(T, CHUNK)
+    return (np.zeros((B, TC, G * H), np.float32), np.zeros((B, 1, G * H), np.float32),
+            np.zeros((B, 1, H), np.float32))
 
 
 # --- shared loops -----------------------------------------------------------------------
@@ -264,13 +273,22 @@ def _product(src, s0, s1, M, P, dst, d0, d1, col0, ncols):
 
 @njit(**HELPER)
 def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
-    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M), M unpacked."""
-    for j in range(col0, col0 + ncols):
-        dst[d0, d1, j] = 0.0
-    _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols)
+    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M), M unpacked.
+
+    ``_matvec_acc``'s arithmetic on a zeroed row; tiles write their sums straight in.
+    """
+    done = 0
+    if M.shape[0] * ncols <= SMALL:
+        done = tile_matvec_set(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
+    rest = dst[d0, d1, col0 + done:col0 + ncols]
+    for j in range(ncols - done):
+        rest[j] = 0.0
+    _rows(src, s0, s1, M, dst, d0, d1, col0 + done, ncols - done)
     if scaled(M[0, 0]):
-        for j in range(col0, col0 + ncols):
-            dst[d0, d1, j] *= scale[j]
+        out = dst[d0, d1, col0:col0 + ncols]
+        sc = scale[col0:col0 + ncols]
+        for j in range(ncols):
+            out[j] *= sc[j]
 
 
 @njit(**RECURRENT)
@@ -411,15 +429,21 @@ DEFAULT_ACTS = True
 
 
 @njit(**HELPER)
-def _rnn_units(gx, k, b, d, f, bound, h, std):
+def _rnn_units(gx, k, b, d, f, bound, h, yrow, std):
+    """New hidden state into h[b, d] and the output row ``yrow`` (see ``_lstm_units``)."""
     H = h.shape[2]
     for j in range(H):
-        h[b, d, j] = rnn_unit(gx[b, k, j], f, bound, std)
+        hn = rnn_unit(gx[b, k, j], f, bound, std)
+        h[b, d, j] = hn
+        yrow[j] = hn
 
 
 @njit(**HELPER)
-def _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, std):
-    """New cell state into c[b, d], new (unprojected) hidden values into m[b]."""
+def _lstm_units(gx, k, b, d, c, out, out2, peep, fa, ga, ha, bound, coupled, std):
+    """New cell state into c[b, d], new (unprojected) hidden values into ``out`` and ``out2``.
+
+    Two outputs: see ``lstm_sequence`` for which rows they are.
+    """
     H = c.shape[2]
     for j in range(H):
         hn, cn = lstm_unit(
@@ -427,7 +451,8 @@ def _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, std):
             c[b, d, j], peep[j], peep[H + j], peep[2 * H + j], fa, ga, ha, bound, coupled, std,
         )
         c[b, d, j] = cn
-        m[b, 0, j] = hn
+        out[j] = hn
+        out2[j] = hn
 
 
 @njit(**HELPER)
@@ -453,11 +478,13 @@ def _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, std):
 
 
 @njit(**HELPER)
-def _gru_units(acc, b, d, ga, bound, h, std):
-    """acc[b, 0, :H] holds z, acc[b, 0, H:2H] the candidate pre-activation."""
+def _gru_units(acc, b, d, ga, bound, h, yrow, std):
+    """New hidden state into h[b, d] and ``yrow``; acc[b, 0, :H] holds z, acc[b, 0, H:2H] the candidate."""
     H = h.shape[2]
     for j in range(H):
-        h[b, d, j] = gru_unit(acc[b, 0, j], acc[b, 0, H + j], h[b, d, j], ga, bound, std)
+        hn = gru_unit(acc[b, 0, j], acc[b, 0, H + j], h[b, d, j], ga, bound, std)
+        h[b, d, j] = hn
+        yrow[j] = hn
 
 
 def _variant(kernel, name, **constants):
@@ -478,7 +505,7 @@ def _variant(kernel, name, **constants):
 
 
 @njit(**RECURRENT)
-def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
+def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
     """Elman RNN over x for one direction ``d``; see the module docstring for shapes."""
     B, T, _ = x.shape
     Hr = R.shape[1]
@@ -497,9 +524,7 @@ def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
     Rd = R[d]
     Wpd = Wp[d]
     Rpd = Rp[d]
-    TC = min(T, CHUNK)
-    gx = work[:B * TC * GH].reshape((B, TC, GH))
-    acc = work[B * TC * GH:B * TC * GH + B * GH].reshape((B, 1, GH))
+    TC = gx.shape[1]
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
     together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     for s0 in range(0, T, TC):
@@ -516,12 +541,11 @@ def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
                     continue
                 if not together:
                     _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
-                _rnn_units(gx, k, b, d, f, bound, h, DEFAULT_ACTS)
-                _emit(h, b, d, y, t, y_off, Hr)
+                _rnn_units(gx, k, b, d, f, bound, h, y[b, t, y_off:y_off + Hr], DEFAULT_ACTS)
 
 
 @njit(**RECURRENT)
-def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, work):
+def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m):
     """LSTM (peepholes, coupled gates, clip, projection) over x for direction ``d``."""
     B, T, _ = x.shape
     Hr = R.shape[1]
@@ -547,14 +571,16 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, work):
     Wpd = Wp[d]
     Rpd = Rp[d]
     Pd = proj[d]
-    TC = min(T, CHUNK)
-    o_acc = B * TC * GH
-    o_m = o_acc + B * GH
-    gx = work[:o_acc].reshape((B, TC, GH))
-    acc = work[o_acc:o_m].reshape((B, 1, GH))
-    m = work[o_m:o_m + B * H].reshape((B, 1, H))
+    TC = gx.shape[1]
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
     together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
+    # The unit loop writes each hidden value twice: without a projection into h and the
+    # output row at once (a separate copy loop is a call to memcpy); with one into m and
+    # into a row of acc, dead by then, before m is projected into h and h copied to y.
+    # Not into m twice: LLVM's run-time overlap check would then fail every step and
+    # send the loop to its scalar version (a projected LSTM ran 2-4x slower).
+    hm = m if has_proj else h
+    hm_d = 0 if has_proj else d
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         if not fused:
@@ -569,17 +595,15 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, work):
                     continue
                 if not together:
                     _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
-                _lstm_units(gx, k, b, d, c, m, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
+                out2 = acc[b, 0, 0:H] if has_proj else y[b, t, y_off:y_off + Hr]
+                _lstm_units(gx, k, b, d, c, hm[b, hm_d], out2, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
                 if has_proj:
                     _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
-                else:
-                    for j in range(H):
-                        h[b, d, j] = m[b, 0, j]
-                _emit(h, b, d, y, t, y_off, Hr)
+                    _emit(h, b, d, y, t, y_off, Hr)
 
 
 @njit(**RECURRENT)
-def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
+def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
     """GRU (linear_before_reset 0 or 1, clip) over x for direction ``d``."""
     B, T, _ = x.shape
     Hr = R.shape[1]
@@ -601,12 +625,8 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
     Rd = R[d]
     Wpd = Wp[d]
     Rpd = Rp[d]
-    TC = min(T, CHUNK)
-    o_acc = B * TC * GH
-    o_rh = o_acc + B * GH
-    gx = work[:o_acc].reshape((B, TC, GH))
-    acc = work[o_acc:o_rh].reshape((B, 1, GH))
-    rh = work[o_rh:o_rh + B * H].reshape((B, 1, H))  # r * h, shaped like h for _matvec
+    TC = gx.shape[1]
+    rh = m  # r * h, shaped like h for _matvec_p
     together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
@@ -641,8 +661,7 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, work):
                         _matvec_p(rh, b, 0, Rd, Rpd, sR, acc, b, 0, 2 * H, H)
                     for j in range(H):
                         acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
-                _gru_units(acc, b, d, ga, bound, h, DEFAULT_ACTS)
-                _emit(h, b, d, y, t, y_off, Hr)
+                _gru_units(acc, b, d, ga, bound, h, y[b, t, y_off:y_off + Hr], DEFAULT_ACTS)
 
 
 rnn_sequence_any = _variant(rnn_sequence, "rnn_sequence_any", DEFAULT_ACTS=False)

@@ -44,12 +44,13 @@ def _widen(builder, raw, dtype):
     return builder.sitofp(raw, vf)  # int8
 
 
-def _sum_rows(context, builder, nrows, x_ptrs, y_vecs, weight_ptr, w_dtype):
+def _sum_rows(context, builder, nrows, x_ptrs, y_vecs, weight_ptr, w_dtype, fresh=False):
     """The loop both code generators emit, with every partial sum in a register.
 
     For i < ``nrows``: ``y[r][k] += x[r][i] * W_k(i)`` for each source row r and vector k.
     ``x_ptrs``: per source row, a ``float*`` to its element 0; ``y_vecs``: per row, per
-    vector, a ``<LANES x float>*`` (loaded before the loop, stored after it);
+    vector, a ``<LANES x float>*`` (loaded before the loop, or zeros when ``fresh``; stored
+    after it);
     ``weight_ptr(i, k)``: a pointer to the ``LANES`` stored weights of vector k in row i,
     widened from ``w_dtype``. Each sum is one chain of ``llvm.fmuladd`` down the rows.
     """
@@ -61,7 +62,10 @@ def _sum_rows(context, builder, nrows, x_ptrs, y_vecs, weight_ptr, w_dtype):
         builder.module, ir.FunctionType(vf, [vf, vf, vf]), f"llvm.fmuladd.v{LANES}f32")
     splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
     width = len(y_vecs[0])
-    start = [[builder.load(p, align=4) for p in row] for row in y_vecs]
+    if fresh:
+        start = [[ir.Constant(vf, None) for _ in row] for row in y_vecs]
+    else:
+        start = [[builder.load(p, align=4) for p in row] for row in y_vecs]
     entry = builder.block
     body = builder.append_basic_block("rows.body")
     done = builder.append_basic_block("rows.done")
@@ -101,8 +105,11 @@ def _sum_rows(context, builder, nrows, x_ptrs, y_vecs, weight_ptr, w_dtype):
         builder.store(final, p, align=4)
 
 
-def _codegen(rows: int, tile: int):
-    """Code generator for ``rows`` source/destination rows sharing each weight load."""
+def _codegen(rows: int, tile: int, fresh: bool = False):
+    """Code generator for ``rows`` source/destination rows sharing each weight load.
+
+    ``fresh``: the sums start from zero instead of ``dst`` (``=`` rather than ``+=``).
+    """
 
     def codegen(context, builder, signature, args):
         src_t, M_t, dst_t = signature.args[0], signature.args[5], signature.args[6]
@@ -130,7 +137,8 @@ def _codegen(rows: int, tile: int):
             offs = [builder.add(c, ir.Constant(intp, k * LANES)) for k in range(width)]
             y_tile = [[builder.bitcast(builder.gep(y, [o]), vf.as_pointer()) for o in offs] for y in y_ptrs]
             _sum_rows(context, builder, nrows, x_ptrs, y_tile,
-                      lambda i, k: builder.gep(m_col0, [builder.add(builder.mul(i, row_len), offs[k])]), M_t.dtype)
+                      lambda i, k: builder.gep(m_col0, [builder.add(builder.mul(i, row_len), offs[k])]), M_t.dtype,
+                      fresh)
 
         full = ir.Constant(intp, tile * LANES)
         n_tiles = builder.sdiv(a_ncols, full)
@@ -146,7 +154,7 @@ def _codegen(rows: int, tile: int):
     return codegen
 
 
-def _typer(rows: int, tile: int):
+def _typer(rows: int, tile: int, fresh: bool = False):
     def typer(typingctx, src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols):
         arrays = (src, M, dst)
         if not all(isinstance(a, types.Array) for a in arrays):
@@ -155,17 +163,18 @@ def _typer(rows: int, tile: int):
             return None
         if M.dtype not in (types.float32, types.uint16, types.int8):
             return None
-        return types.intp(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols), _codegen(rows, tile)
+        return types.intp(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols), _codegen(rows, tile, fresh)
 
     return typer
 
 
-def _make(rows: int, tile: int, name: str):
-    typer = _typer(rows, tile)
+def _make(rows: int, tile: int, name: str, fresh: bool = False):
+    typer = _typer(rows, tile, fresh)
     typer.__name__ = name
+    op = "=" if fresh else "+="
     typer.__doc__ = f"""Register-tiled product for {rows} row(s); see the module docstring.
 
-    ``dst[d0 + r*dd0, d1 + r*dd1, col0:col0+n] += src[s0 + r*ds0, s1 + r*ds1, :] @ M[:, col0:col0+n]``
+    ``dst[d0 + r*dd0, d1 + r*dd1, col0:col0+n] {op} src[s0 + r*ds0, s1 + r*ds1, :] @ M[:, col0:col0+n]``
     for r in 0..{rows - 1}; returns n, ``ncols`` rounded down to a multiple of ``LANES`` (the
     caller finishes the rest). ``src``/``dst``: C-contiguous 3D float32; ``M``: C-contiguous 2D
     float32, uint16 (float16 bits) or int8. No bounds checks.
@@ -187,6 +196,10 @@ def _tile4() -> int:
 
 
 tile_matvec = _make(1, TILE, "tile_matvec")
+# dst = src @ M: a product into a fresh row needs no zeroing pass first (which LLVM turns
+# into a call to memset, 40 instructions a step for a per-sample LSTM); same bits, since
+# the sums start from the zeros the pass would have stored
+tile_matvec_set = _make(1, TILE, "tile_matvec_set", fresh=True)
 tile_matmat4 = _make(4, _tile4(), "tile_matmat4")
 
 
