@@ -117,3 +117,22 @@ def test_streams_stepping_together_get_the_bits_of_one_stream_alone(cell, scheme
     for b in range(B_BIG):
         alone = model.stream(batch=1)
         np.testing.assert_array_equal(alone.process(x[b:b + 1])[0], stepped[b])
+
+
+@pytest.mark.parametrize("cell,I,H,scheme", [
+    ("lstm", 3, 80, None), ("lstm", 32, 128, None), ("gru", 32, 128, "int8"), ("rnn", 16, 256, "fp16"),
+])
+def test_stepping_together_keeps_the_bits_when_only_R_has_panels(cell, I, H, scheme):
+    # W small enough for register tiles, R not: a lone stream's input product goes through
+    # the tiles, B >= BATCH_BLOCK_MIN streams' through the row-wise loop of _panel_acc
+    layer, w = random_recurrent(np.random.default_rng(3), cell, I, H, scale=0.2)
+    G = w["W"].shape[1]
+    assert I * G <= SMALL < H * G
+    model = single_layer_model(layer)
+    if scheme:
+        model = quantize_model(model, scheme)
+    x = np.random.default_rng(4).standard_normal((K.BATCH_BLOCK_MIN + 1, 6, I)).astype(np.float32)
+    together = model.stream(batch=x.shape[0])
+    stepped = np.stack([together.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+    for b in range(x.shape[0]):
+        np.testing.assert_array_equal(model.stream(batch=1).process(x[b:b + 1])[0], stepped[b])
