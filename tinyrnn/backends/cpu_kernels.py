@@ -129,7 +129,7 @@ def _time(s, T, reverse):
 # called, not inlined: every kernel reaches them from several places, and numba's IR
 # inlining (not LLVM's) was most of a kernel's cold compile (benchmarks/compile_cost.py:
 # the shipped model's kernels, 40 s inlined, 18 s called). Their callers are the products
-# of large matrices, where a call (~20 ns) is nothing, or a tile's last columns, skipped
+# of large matrices, where a call (tens of ns) is nothing, or a tile's last columns, skipped
 # when there are none. Each is reached through an inlined shim that passes every integer
 # as a run-time int64: numba compiles a called function once per argument type, and a
 # literal 0 or 1 is a type of its own (``_panel_acc`` compiled seven times for one model).
