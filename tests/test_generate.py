@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -241,6 +242,31 @@ def test_cli_generate(model, tmp_path, capsys):
     assert main(["generate", "ab", "--model", str(path), "--top-p", "2"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tinyrnn generate: error: top_p must be a finite number in (0, 1], found 2.0")
+
+
+def test_cli_generate_says_when_it_is_compiling(model, tmp_path, capsys, monkeypatch):
+    """A slow stream build (a first run compiles) is announced on stderr before the prompt."""
+    import tinyrnn.cli as cli
+
+    path = tmp_path / "m.trnn"
+    model.save(path)
+    monkeypatch.setattr(cli, "COMPILE_NOTICE_AFTER", 0.0)
+    built = []
+    real_stream = type(model).stream
+
+    def slow_stream(self, *a, **kw):  # long enough for the notice's timer thread to run
+        built.append(1)
+        time.sleep(0.3)
+        return real_stream(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "stream", slow_stream)
+    assert main(["generate", "ab", "--model", str(path), "-n", "5"]) == 0
+    cap = capsys.readouterr()
+    assert "tinyrnn: compiling kernels for this machine (the first run only" in cap.err
+    assert cap.out.startswith("ab") and len(built) == 2  # the warm-up stream, then generate's own
+    monkeypatch.setattr(cli, "COMPILE_NOTICE_AFTER", 30.0)  # a warm start says nothing
+    assert main(["generate", "ab", "--model", str(path), "-n", "5"]) == 0
+    assert "compiling" not in capsys.readouterr().err
 
 
 def test_cli_generate_shipped_streams():
