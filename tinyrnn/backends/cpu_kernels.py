@@ -255,11 +255,10 @@ def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
     2x faster at 32 x 128) for all but its last few columns; a larger one (a projection,
     a dense layer) takes the row-wise loop.
     """
+    done = 0
     if M.shape[0] * ncols <= SMALL:
         done = tile_matvec(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
-        _rows(src, s0, s1, M, dst, d0, d1, col0 + done, ncols - done)
-    else:
-        _rows(src, s0, s1, M, dst, d0, d1, col0, ncols)
+    _rows(src, s0, s1, M, dst, d0, d1, col0 + done, ncols - done)
 
 
 @njit(**HELPER)
