@@ -448,19 +448,20 @@ def _add_convert(sub) -> None:
 # --- generate -------------------------------------------------------------------------------
 
 
-# Seconds a stream may take to build before ``generate`` says that it is compiling. A warm
-# start builds one in well under a second; a first run compiles for ~20 s, and without a
-# word the prompt would sit there looking hung.
+# Seconds the first token may take before ``generate`` says that it is compiling. A warm
+# start gives it in well under a second; a first run compiles for ~20 s, and without a word
+# the command would sit there looking hung.
 COMPILE_NOTICE_AFTER = 1.5
 
 
-def _warm(model) -> None:
-    """Build a stream once, so that the kernels compile (or load from cache) before any text.
+def _first_piece(pieces) -> list[str]:
+    """The first piece of ``pieces`` (an empty list when there is none).
 
-    Says so on stderr if that takes longer than ``COMPILE_NOTICE_AFTER`` seconds, on a line
-    of its own before the prompt is printed. The compiled kernels stay in this process, so
-    ``generate``'s own stream is then built at once.
+    Its stream is built (on a first run: compiled) while it is computed; if that takes
+    longer than ``COMPILE_NOTICE_AFTER`` seconds, a line on stderr says so, before the
+    caller prints anything.
     """
+    import itertools
     import threading
 
     notice = threading.Timer(COMPILE_NOTICE_AFTER, lambda: print(
@@ -469,39 +470,39 @@ def _warm(model) -> None:
     notice.daemon = True
     notice.start()
     try:
-        model.stream()
+        return list(itertools.islice(pieces, 1))
     finally:
         notice.cancel()
 
 
 def _generate(args) -> int:
+    import itertools
     import time
 
     from .generate import default_model, generate
 
     t0 = time.perf_counter()
     model = _load_model(args.model) if args.model else default_model()
-    _warm(model)
     pieces = generate(model, args.prompt, max_tokens=args.n, temperature=args.temperature,
                       top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    t1 = time.perf_counter()
+    first = _first_piece(pieces)
+    t_first = time.perf_counter()
     out = sys.stdout
     out.write(args.prompt)
     out.flush()
-    t1 = t_first = time.perf_counter()
     count = 0
-    for piece in pieces:
+    for piece in itertools.chain(first, pieces):
         out.write(piece)
         out.flush()
         count += 1
-        if count == 1:
-            t_first = time.perf_counter()
     out.write("\n")
     out.flush()
     if args.stats:
         t2 = time.perf_counter()
         rate = f"{(count - 1) / (t2 - t_first):,.0f} tokens/s" if count > 1 and t2 > t_first else "n/a"
-        print(f"[{count} tokens: load {t1 - t0:.2f} s (includes compiling on a first run), prompt and "
-              f"first token {t_first - t1:.2f} s, then {rate}]", file=sys.stderr)
+        print(f"[{count} tokens: load {t1 - t0:.2f} s, prompt and first token {t_first - t1:.2f} s "
+              f"(includes compiling on a first run), then {rate}]", file=sys.stderr)
     return 0
 
 
