@@ -99,11 +99,9 @@ _ZERO = np.float32(0.0)
 @njit(**_INLINE)
 def tanh(x):
     """Hyperbolic tangent of a float32, branch-free (abs error <= 3.5e-7); NaN -> NaN."""
-    # Independent selects, not an if/elif chain: each becomes one vmaxps/vminps or blend
-    # in the vectorised unit loop, where a chain left LLVM shuffling i1 masks between
-    # register widths. A NaN fails every comparison and flows through unchanged.
-    x = -_TANH_CLAMP if x < -_TANH_CLAMP else x
-    x = _TANH_CLAMP if x > _TANH_CLAMP else x
+    # min/max, not selects: see ``clip``. A NaN passes through (Python's max/min keep the
+    # first argument unless the second compares greater/smaller).
+    x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
     z = x * x
     p = ((((_P5 * z + _P4) * z + _P3) * z + _P2) * z + _P1) * z + _ONE
     q = (((_Q4 * z + _Q3) * z + _Q2) * z + _Q1) * z + _ONE
@@ -181,11 +179,11 @@ def activate(x, code, alpha, beta):
 @njit(**_INLINE)
 def clip(x, bound):
     """Bound ``x`` to ``[-bound, bound]``; NaN passes through unchanged."""
-    if x > bound:
-        return bound
-    if x < -bound:
-        return -bound
-    return x
+    # Written as max then min (numba keeps Python's semantics: ``max(x, b)`` is b only when
+    # b > x, so a NaN x stays). Each becomes one vmaxps/vminps in a vectorised unit loop;
+    # as comparisons and selects, LLVM merged the clip, the activations' clamps and the
+    # coupled-gate choice into mask arithmetic: an LSTM unit loop had 23 blends, now 7.
+    return min(max(x, -bound), bound)
 
 
 @njit(**_INLINE)
