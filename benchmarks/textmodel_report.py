@@ -5,9 +5,10 @@ what int8 and fp16 storage cost, and generation speed. Used for the shipped mode
 
 * held-out text: the validation topics of examples/train_char_lm.py (one topic in ten of
   ``pydoc_data.topics``), never trained on.
-* outside text: docstrings of pure-Python standard-library modules (argparse, json, ...),
-  technical English the model never saw in any form; characters outside the model's
-  vocabulary are dropped (their count is reported).
+* outside text: docstrings of 14 pure-Python standard-library modules (argparse, json, ...;
+  ``OUTSIDE_MODULES`` in the training script, which keeps them and everything under them out
+  of its training text), technical English the model never saw; characters outside the
+  model's vocabulary are dropped (their count is reported).
 * quantized: ``Model.quantize`` and ``tinyrnn.quantize.accuracy_report`` over the held-out
   text (bits per char, top-1 next-character agreement), file sizes as saved.
 * speed: ``tinyrnn.generate`` of 2000 characters after a warm-up, wall and CPU seconds
@@ -17,8 +18,6 @@ what int8 and fp16 storage cost, and generation speed. Used for the shipped mode
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import math
 import os
@@ -31,30 +30,12 @@ import numpy as np
 import tinyrnn
 from tinyrnn.quantize import accuracy_report
 
-OUTSIDE_MODULES = ["argparse", "json", "subprocess", "textwrap", "logging", "csv", "pathlib", "shutil",
-                   "tempfile", "functools", "dataclasses", "fractions", "configparser", "zipfile"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples"))
+from train_char_lm import OUTSIDE_MODULES, outside_text, topic_splits  # noqa: E402  (one definition of each text)
 
 
 def held_out_text() -> str:
-    from pydoc_data.topics import topics
-
-    keys = sorted(topics)
-    return "".join(topics[k] for i, k in enumerate(keys) if i % 10 == 0)
-
-
-def outside_text(limit: int = 40000) -> str:
-    """Docstrings of standard-library modules and their public classes and functions."""
-    parts = []
-    for name in OUTSIDE_MODULES:
-        mod = importlib.import_module(name)
-        docs = [inspect.getdoc(mod)]
-        for attr, obj in sorted(vars(mod).items()):
-            if attr.startswith("_") or getattr(obj, "__module__", None) != name:
-                continue
-            if inspect.isclass(obj) or inspect.isfunction(obj):
-                docs.append(inspect.getdoc(obj))
-        parts.extend(d for d in docs if d)
-    return "\n\n".join(parts)[:limit]
+    return topic_splits()[1]
 
 
 def bits_per_char(model, text: str) -> float:

@@ -80,5 +80,14 @@ def test_train_char_lm_smoke(tmp_path):
     assert math.log2(len(m.vocab)) - 0.5 < meta["valid_bits_per_char"] < 8  # untrained: about log2(V)
     from pydoc_data.topics import topics
 
-    train, valid = ex.corpus_splits()  # whole topics held out, nothing lost or shared
-    assert len(train) + len(valid) == sum(map(len, topics.values())) and len(valid) > 20000
+    seen, valid = ex.topic_splits()  # whole topics held out, nothing lost or shared
+    assert len(seen) + len(valid) == sum(map(len, topics.values())) and len(valid) > 20000
+    # the training text: those topics, then standard-library docstrings, none of them from
+    # the outside modules the report scores on, spelled in the topics' characters
+    train, valid2 = ex.corpus_splits()
+    assert valid2 == valid and train.startswith(seen) and len(train) > len(seen) + 300_000
+    assert set(train) <= set(seen + valid)
+    docs = train[len(seen):]
+    outside = ex.outside_text()
+    assert all(para not in docs for para in outside.split("\n\n") if len(para) > 80)
+    assert "Abstract Base Classes" in docs  # abc's module docstring
