@@ -18,7 +18,12 @@ def _acc(src, M, dst, col0, ncols):
 
 @njit(**KERNEL)
 def _set(src, M, scale, dst, col0, ncols):
-    _matvec(src, 0, 1, M, scale, dst, 1, 0, col0, ncols)
+    _matvec(src, 0, 1, M, scale, None, dst, 1, 0, col0, ncols)
+
+
+@njit(**KERNEL)
+def _set_bias(src, M, scale, bias, dst, col0, ncols):
+    _matvec(src, 0, 1, M, scale, bias, dst, 1, 0, col0, ncols)
 
 
 @njit(**KERNEL)
@@ -80,6 +85,33 @@ def test_product_into_a_row_gives_the_bits_of_zeroing_it_first(rng, dtype, rows,
         expect[1, 0, col0:col0 + n] *= scale[col0:col0 + n]
     _set(src, stored, scale, dst, col0, n)
     np.testing.assert_array_equal(dst, expect)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("rows, cols, col0, n", SHAPES)
+def test_bias_is_added_to_the_finished_sums(rng, dtype, rows, cols, col0, n):
+    # _matvec with a bias: the tiles add it in registers, the last columns in a pass; float
+    # weights: exactly (sum) + bias; int8: (sum) * scale + bias as one fused multiply-add
+    src = rng.normal(size=(1, 2, rows)).astype(np.float32)
+    stored, _ = _weights(rng, dtype, (rows, cols))
+    scale = rng.uniform(0.5, 2.0, cols).astype(np.float32)
+    bias = rng.normal(size=cols).astype(np.float32)
+    sums = np.zeros((2, 1, cols), np.float32)
+    _acc(src, stored, sums, col0, n)
+    s, sc, b = sums[1, 0, col0:col0 + n], scale[col0:col0 + n], bias[col0:col0 + n]
+    if dtype == "int8":
+        expect = (s.astype(np.float64) * sc + b).astype(np.float32)  # the product is exact in float64
+    else:
+        expect = s + b
+    dst = rng.normal(size=(2, 1, cols)).astype(np.float32)
+    before = dst.copy()
+    _set_bias(src, stored, scale, bias, dst, col0, n)
+    if dtype == "int8":  # float64 then float32 rounds twice; a fused multiply-add once
+        np.testing.assert_array_max_ulp(dst[1, 0, col0:col0 + n], expect, maxulp=1)
+    else:
+        np.testing.assert_array_equal(dst[1, 0, col0:col0 + n], expect)
+    np.testing.assert_array_equal(np.delete(dst[1, 0], np.s_[col0:col0 + n]), np.delete(before[1, 0], np.s_[col0:col0 + n]))
+    np.testing.assert_array_equal(dst[0], before[0])
 
 
 def test_tiles_leave_the_tail_to_the_caller(rng):

@@ -34,11 +34,13 @@ import types
 
 import numpy as np
 from numba import njit
+from numba import types as nbtypes
+from numba.extending import overload
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_YOFF
-from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec, tile_matvec_set
+from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec, tile_matvec_affine
 from .weights import load, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
@@ -270,24 +272,55 @@ def _product(src, s0, s1, M, P, dst, d0, d1, col0, ncols):
         _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols)
 
 
-@njit(**HELPER)
-def _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols):
-    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M), M unpacked.
+def _finish(out, scale, bias, col0):
+    """out[j] = out[j] * scale[col0 + j] + bias[col0 + j]; ``scale`` or ``bias`` may be None.
 
-    ``_matvec_acc``'s arithmetic on a zeroed row; tiles write their sums straight in.
+    What is None is compiled away. With both, the multiply and the add contract into one
+    fused multiply-add, as ``simd.tile_matvec_affine`` computes them in registers.
+    """
+
+
+@overload(_finish, inline="always")
+def _ol_finish(out, scale, bias, col0):
+    no_scale, no_bias = isinstance(scale, nbtypes.NoneType), isinstance(bias, nbtypes.NoneType)
+    if no_scale and no_bias:
+        return lambda out, scale, bias, col0: None
+
+    def add(out, scale, bias, col0):
+        for j in range(out.shape[0]):
+            out[j] += bias[col0 + j]
+
+    def mul(out, scale, bias, col0):
+        for j in range(out.shape[0]):
+            out[j] *= scale[col0 + j]
+
+    def mul_add(out, scale, bias, col0):
+        for j in range(out.shape[0]):
+            out[j] = out[j] * scale[col0 + j] + bias[col0 + j]
+
+    return add if no_scale else mul if no_bias else mul_add
+
+
+@njit(**HELPER)
+def _matvec(src, s0, s1, M, scale, bias, dst, d0, d1, col0, ncols):
+    """dst[d0, d1, cols] = src[s0, s1, :] @ M[:, cols] (* scale[cols] for int8 M) (+ bias[cols]).
+
+    M unpacked; ``bias`` a float32 array or None. ``_matvec_acc``'s arithmetic on a zeroed
+    row, then the scale and the bias (for int8 M one fused multiply-add): tiles apply them
+    to their sums before storing (``simd.tile_matvec_affine``), the last columns in a pass
+    after. Both the hoisted and the fused input product come here, so they agree bit for bit.
     """
     done = 0
     if M.shape[0] * ncols <= SMALL:
-        done = tile_matvec_set(src, s0, s1, 0, 0, M, dst, d0, d1, 0, 0, col0, ncols)
+        done = tile_matvec_affine(src, s0, s1, 0, 0, M, scale, bias, dst, d0, d1, 0, 0, col0, ncols)
     rest = dst[d0, d1, col0 + done:col0 + ncols]
     for j in range(ncols - done):
         rest[j] = 0.0
     _rows(src, s0, s1, M, dst, d0, d1, col0 + done, ncols - done)
     if scaled(M[0, 0]):
-        out = dst[d0, d1, col0:col0 + ncols]
-        sc = scale[col0:col0 + ncols]
-        for j in range(ncols):
-            out[j] *= sc[j]
+        _finish(rest, scale, bias, col0 + done)
+    else:
+        _finish(rest, None, bias, col0 + done)
 
 
 @njit(**RECURRENT)
@@ -311,12 +344,13 @@ def _panel_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nr
 
 
 @njit(**HELPER)
-def _matvec_p(src, s0, s1, M, P, scale, dst, d0, d1, col0, ncols):
+def _matvec_p(src, s0, s1, M, P, scale, bias, dst, d0, d1, col0, ncols):
     """``_matvec`` for a recurrent matrix M, through its panels P when it has them."""
     if P.shape[0] > 0:
         _rows_product(src, s0, s1, 0, 0, M, P, scale, dst, d0, d1, 0, 0, 1, col0, ncols)
+        _finish(dst[d0, d1, col0:col0 + ncols], None, bias, col0)  # as _hoist adds it
     else:
-        _matvec(src, s0, s1, M, scale, dst, d0, d1, col0, ncols)
+        _matvec(src, s0, s1, M, scale, bias, dst, d0, d1, col0, ncols)
 
 
 @njit(**RECURRENT)
@@ -334,9 +368,7 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
                 t = _time(s0 + k, T, reverse)
                 if t >= lengths[b]:
                     continue
-                _matvec_p(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
-                for j in range(GH):
-                    gx[b, k, j] += bias[j]
+                _matvec_p(x, b, t, Wd, Wpd, sW, bias, gx, b, k, 0, GH)
         return
     t0 = T - 1 - s0 if reverse else s0
     dt = -1 if reverse else 1
@@ -386,11 +418,9 @@ def _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused):
     """
     GH = gx.shape[2]
     if fused:
-        _matvec_p(x, b, t, Wd, Wpd, sW, gx, b, k, 0, GH)
-        for j in range(GH):
-            gx[b, k, j] += bias[j]
+        _matvec_p(x, b, t, Wd, Wpd, sW, bias, gx, b, k, 0, GH)
     if scaled(Rd[0, 0]):
-        _matvec_p(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
+        _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, GH)
         for j in range(GH):
             gx[b, k, j] += acc[b, 0, j]
     else:
@@ -597,7 +627,7 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
                 out2 = acc[b, 0, 0:H] if has_proj else y[b, t, y_off:y_off + Hr]
                 _lstm_units(gx, k, b, d, c, hm[b, hm_d], out2, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
                 if has_proj:
-                    _matvec(m, b, 0, Pd, sP, h, b, d, 0, Hr)
+                    _matvec(m, b, 0, Pd, sP, None, h, b, d, 0, Hr)
                     _emit(h, b, d, y, t, y_off, Hr)
 
 
@@ -650,14 +680,14 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
                     if not together:
-                        _matvec_p(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, GH)
+                        _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, GH)
                         _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
                 else:
                     # z and r first, then (r * h)·Rh
                     if not together:
-                        _matvec_p(h, b, d, Rd, Rpd, sR, acc, b, 0, 0, 2 * H)
+                        _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, 2 * H)
                         _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
-                        _matvec_p(rh, b, 0, Rd, Rpd, sR, acc, b, 0, 2 * H, H)
+                        _matvec_p(rh, b, 0, Rd, Rpd, sR, None, acc, b, 0, 2 * H, H)
                     for j in range(H):
                         acc[b, 0, H + j] = gx[b, k, 2 * H + j] + acc[b, 0, 2 * H + j]
                 _gru_units(acc, b, d, ga, bound, h, y[b, t, y_off:y_off + Hr], DEFAULT_ACTS)
@@ -686,9 +716,7 @@ def dense(x, W, bias, scale, y):
     x3 = x.reshape((N, 1, I))
     y3 = y.reshape((N, 1, O))
     for n in range(N):
-        _matvec(x3, n, 0, W, scale, y3, n, 0, 0, O)
-        for o in range(O):
-            y3[n, 0, o] += bias[o]
+        _matvec(x3, n, 0, W, scale, bias, y3, n, 0, 0, O)
 
 
 @njit(**KERNEL)
