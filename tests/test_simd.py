@@ -17,12 +17,7 @@ def _acc(src, M, dst, col0, ncols):
 
 
 @njit(**KERNEL)
-def _set(src, M, scale, dst, col0, ncols):
-    _matvec(src, 0, 1, M, scale, None, dst, 1, 0, col0, ncols)
-
-
-@njit(**KERNEL)
-def _set_bias(src, M, scale, bias, dst, col0, ncols):
+def _set(src, M, scale, bias, dst, col0, ncols):
     _matvec(src, 0, 1, M, scale, bias, dst, 1, 0, col0, ncols)
 
 
@@ -69,29 +64,15 @@ def test_matvec_accumulates_like_numpy(rng, dtype, rows, cols, col0, n):
     np.testing.assert_allclose(dst, ref, rtol=1e-5, atol=1e-4 * max(1, rows) ** 0.5)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
 @pytest.mark.parametrize("rows, cols, col0, n", SHAPES)
-def test_product_into_a_row_gives_the_bits_of_zeroing_it_first(rng, dtype, rows, cols, col0, n):
-    # _matvec's tiles store fresh sums (tile_matvec_set) instead of accumulating onto a
-    # zeroed row: the hoisted and fused input products rely on both giving the same bits
-    src = rng.normal(size=(1, 2, rows)).astype(np.float32)
-    stored, _ = _weights(rng, dtype, (rows, cols))
-    scale = rng.uniform(0.5, 2.0, cols).astype(np.float32)
-    dst = rng.normal(size=(2, 1, cols)).astype(np.float32)  # stale values the product must replace
-    expect = dst.copy()
-    expect[1, 0, col0:col0 + n] = 0.0
-    _acc(src, stored, expect, col0, n)
-    if dtype == "int8":
-        expect[1, 0, col0:col0 + n] *= scale[col0:col0 + n]
-    _set(src, stored, scale, dst, col0, n)
-    np.testing.assert_array_equal(dst, expect)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
-@pytest.mark.parametrize("rows, cols, col0, n", SHAPES)
-def test_bias_is_added_to_the_finished_sums(rng, dtype, rows, cols, col0, n):
-    # _matvec with a bias: the tiles add it in registers, the last columns in a pass; float
-    # weights: exactly (sum) + bias; int8: (sum) * scale + bias as one fused multiply-add
+def test_product_into_a_row(rng, dtype, rows, cols, col0, n, with_bias):
+    # _matvec's tiles store fresh sums (tile_matvec_affine), scaled (int8) and with the bias
+    # added in registers; the columns past the tiles get the same in passes. Without a bias:
+    # the bits of accumulating onto a zeroed row, which the hoisted and fused input products
+    # rely on. With one: float weights give exactly (sum) + bias, int8 (sum) * scale + bias
+    # as one fused multiply-add.
     src = rng.normal(size=(1, 2, rows)).astype(np.float32)
     stored, _ = _weights(rng, dtype, (rows, cols))
     scale = rng.uniform(0.5, 2.0, cols).astype(np.float32)
@@ -99,18 +80,21 @@ def test_bias_is_added_to_the_finished_sums(rng, dtype, rows, cols, col0, n):
     sums = np.zeros((2, 1, cols), np.float32)
     _acc(src, stored, sums, col0, n)
     s, sc, b = sums[1, 0, col0:col0 + n], scale[col0:col0 + n], bias[col0:col0 + n]
-    if dtype == "int8":
+    if not with_bias:
+        expect = s * sc if dtype == "int8" else s
+    elif dtype == "int8":
         expect = (s.astype(np.float64) * sc + b).astype(np.float32)  # the product is exact in float64
     else:
         expect = s + b
-    dst = rng.normal(size=(2, 1, cols)).astype(np.float32)
+    dst = rng.normal(size=(2, 1, cols)).astype(np.float32)  # stale values the product must replace
     before = dst.copy()
-    _set_bias(src, stored, scale, bias, dst, col0, n)
-    if dtype == "int8":  # float64 then float32 rounds twice; a fused multiply-add once
+    _set(src, stored, scale, bias if with_bias else None, dst, col0, n)
+    if with_bias and dtype == "int8":  # float64 then float32 rounds twice; a fused multiply-add once
         np.testing.assert_array_max_ulp(dst[1, 0, col0:col0 + n], expect, maxulp=1)
     else:
         np.testing.assert_array_equal(dst[1, 0, col0:col0 + n], expect)
-    np.testing.assert_array_equal(np.delete(dst[1, 0], np.s_[col0:col0 + n]), np.delete(before[1, 0], np.s_[col0:col0 + n]))
+    outside = np.s_[col0:col0 + n]
+    np.testing.assert_array_equal(np.delete(dst[1, 0], outside), np.delete(before[1, 0], outside))
     np.testing.assert_array_equal(dst[0], before[0])
 
 
