@@ -187,25 +187,26 @@ def _check(src, M, dst) -> bool:
     return M.dtype in (types.float32, types.uint16, types.int8)
 
 
-def _typer(rows: int, tile: int, fresh: bool = False):
+def _typer(rows: int, tile: int):
     def typer(typingctx, src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols):
         if not _check(src, M, dst):
             return None
-        return types.intp(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols), _codegen(rows, tile, fresh)
+        return types.intp(src, s0, s1, ds0, ds1, M, dst, d0, d1, dd0, dd1, col0, ncols), _codegen(rows, tile)
 
     return typer
 
 
 @intrinsic
 def tile_matvec_affine(typingctx, src, s0, s1, ds0, ds1, M, scale, bias, dst, d0, d1, dd0, dd1, col0, ncols):
-    """``tile_matvec_set`` with the int8 scale and a bias applied before the sums are stored.
+    """A product into a fresh row, scaled (int8) and with a bias, as ``tile_matvec`` computes it.
 
     ``dst[d0, d1, col0:col0+n] = src[s0, s1, :] @ M[:, col0:col0+n] (* scale[col0:col0+n] for
     int8 M) (+ bias[col0:col0+n] unless ``bias`` is None)``; returns n like ``tile_matvec``.
-    ``scale``, ``bias``: C-contiguous 1D float32 (``scale`` is read for int8 M only). A
-    per-sample step saves the pass over its gate row that adding the bias took (~50
-    instructions of an LSTM 1->16 step). For int8 with a bias, scale and bias are one fused
-    multiply-add.
+    ``scale``, ``bias``: C-contiguous 1D float32 (``scale`` is read for int8 M only). The sums
+    start from zero registers (the bits of zeroing the row first, without the pass, which
+    LLVM made a call to memset); scale and bias are applied before the one store (the pass
+    that added the bias cost ~50 instructions of an LSTM 1->16 step). For int8 with a bias,
+    scale and bias are one fused multiply-add.
     """
     if not _check(src, M, dst) or not (isinstance(scale, types.Array) and scale.dtype == types.float32):
         return None
@@ -215,13 +216,12 @@ def tile_matvec_affine(typingctx, src, s0, s1, ds0, ds1, M, scale, bias, dst, d0
     return sig, _codegen(1, TILE, fresh=True, affine=True)
 
 
-def _make(rows: int, tile: int, name: str, fresh: bool = False):
-    typer = _typer(rows, tile, fresh)
+def _make(rows: int, tile: int, name: str):
+    typer = _typer(rows, tile)
     typer.__name__ = name
-    op = "=" if fresh else "+="
     typer.__doc__ = f"""Register-tiled product for {rows} row(s); see the module docstring.
 
-    ``dst[d0 + r*dd0, d1 + r*dd1, col0:col0+n] {op} src[s0 + r*ds0, s1 + r*ds1, :] @ M[:, col0:col0+n]``
+    ``dst[d0 + r*dd0, d1 + r*dd1, col0:col0+n] += src[s0 + r*ds0, s1 + r*ds1, :] @ M[:, col0:col0+n]``
     for r in 0..{rows - 1}; returns n, ``ncols`` rounded down to a multiple of ``LANES`` (the
     caller finishes the rest). ``src``/``dst``: C-contiguous 3D float32; ``M``: C-contiguous 2D
     float32, uint16 (float16 bits) or int8. No bounds checks.
@@ -243,10 +243,6 @@ def _tile4() -> int:
 
 
 tile_matvec = _make(1, TILE, "tile_matvec")
-# dst = src @ M: a product into a fresh row needs no zeroing pass first (which LLVM turns
-# into a call to memset, 40 instructions a step for a per-sample LSTM); same bits, since
-# the sums start from the zeros the pass would have stored
-tile_matvec_set = _make(1, TILE, "tile_matvec_set", fresh=True)
 tile_matmat4 = _make(4, _tile4(), "tile_matmat4")
 
 
