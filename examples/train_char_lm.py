@@ -82,8 +82,6 @@ def _docstrings(mod, name: str, methods: bool = True) -> list[str]:
 
 
 def _outside_docs() -> list[str]:
-    import importlib
-
     return [d for name in OUTSIDE_MODULES for d in _docstrings(importlib.import_module(name), name, methods=False)]
 
 
@@ -326,7 +324,7 @@ def export(out_dir: str, path: str) -> None:
         ck = torch.load(os.path.join(out_dir, "ckpt.pt"), map_location="cpu", weights_only=True)
     ck["config"] = {k: (str(v) if k == "torch" else v) for k, v in ck["config"].items()}
     vocab, cfg = ck["vocab"], ck["config"]
-    _, valid_text = corpus_splits()
+    _, valid_text = topic_splits()
     metadata = {
         "name": "pydoc-char-lstm",
         "description": "character-level LSTM language model of the Python documentation "

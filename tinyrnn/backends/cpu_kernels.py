@@ -336,11 +336,8 @@ def _panel_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nr
             out[j] = 0.0
     _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols)
     if scaled(M[0, 0]):
-        sc = scale[col0:col0 + ncols]
         for r in range(nrows):
-            out = dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols]
-            for j in range(ncols):
-                out[j] *= sc[j]
+            _finish(dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols], scale, None, col0)
 
 
 @njit(**HELPER)
@@ -379,8 +376,7 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
             _rows_product(x, b, t0, 0, dt, Wd, Wpd, sW, gx, b, 0, 0, 1, n, 0, GH)
     for b in range(B):
         for k in range(n):
-            for j in range(GH):
-                gx[b, k, j] += bias[j]
+            _finish(gx[b, k], None, bias, 0)
 
 
 @njit(**RECURRENT)
@@ -396,8 +392,7 @@ def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
     if fused:
         _rows_product(x, 0, t, 1, 0, Wd, Wpd, sW, gx, 0, k, 1, 0, B, 0, GH)
         for b in range(B):
-            for j in range(GH):
-                gx[b, k, j] += bias[j]
+            _finish(gx[b, k], None, bias, 0)
     if scaled(Rd[0, 0]):
         _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 0, GH)
         for b in range(B):

@@ -106,11 +106,11 @@ def _sum_rows(context, builder, nrows, x_ptrs, y_vecs, weight_ptr, w_dtype, fres
         builder.store(finish(k, final) if finish else final, p, align=4)
 
 
-def _codegen(rows: int, tile: int, fresh: bool = False, affine: bool = False):
+def _codegen(rows: int, tile: int, affine: bool = False):
     """Code generator for ``rows`` source/destination rows sharing each weight load.
 
-    ``fresh``: the sums start from zero instead of ``dst`` (``=`` rather than ``+=``).
-    ``affine``: two more arguments after ``M``, ``scale`` and ``bias``: each finished sum is
+    ``affine``: the sums start from zero instead of ``dst`` (``=`` rather than ``+=``), and
+    two more arguments come after ``M``, ``scale`` and ``bias``: each finished sum is
     multiplied by its column's scale (int8 ``M`` only) and gets its bias added (unless
     ``bias`` is None) in registers. LLVM fuses the multiply and the add into one multiply-add
     (numba's target allows it without fast-math flags), as ``cpu_kernels._finish`` does in a
@@ -156,14 +156,14 @@ def _codegen(rows: int, tile: int, fresh: bool = False, affine: bool = False):
             y_tile = [[builder.bitcast(builder.gep(y, [o]), vf.as_pointer()) for o in offs] for y in y_ptrs]
 
             def finish(k, v):
-                for op, base in vec_cols:  # no fast-math flags: no fused multiply-add here
+                for op, base in vec_cols:  # LLVM contracts mul then add into one multiply-add
                     w = builder.load(builder.bitcast(builder.gep(base, [offs[k]]), vf.as_pointer()), align=4)
                     v = builder.fmul(v, w) if op == "mul" else builder.fadd(v, w)
                 return v
 
             _sum_rows(context, builder, nrows, x_ptrs, y_tile,
                       lambda i, k: builder.gep(m_col0, [builder.add(builder.mul(i, row_len), offs[k])]), M_t.dtype,
-                      fresh, finish if vec_cols else None)
+                      affine, finish if vec_cols else None)
 
         full = ir.Constant(intp, tile * LANES)
         n_tiles = builder.sdiv(a_ncols, full)
@@ -213,7 +213,7 @@ def tile_matvec_affine(typingctx, src, s0, s1, ds0, ds1, M, scale, bias, dst, d0
     if not (isinstance(bias, types.NoneType) or (isinstance(bias, types.Array) and bias.dtype == types.float32)):
         return None
     sig = types.intp(src, s0, s1, ds0, ds1, M, scale, bias, dst, d0, d1, dd0, dd1, col0, ncols)
-    return sig, _codegen(1, TILE, fresh=True, affine=True)
+    return sig, _codegen(1, TILE, affine=True)
 
 
 def _make(rows: int, tile: int, name: str):
