@@ -6,6 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
+from oracle import rnn as rnn_oracle
+
 
 def test_runtime_works_without_optional_packages(tmp_path):
     script = textwrap.dedent(f"""
@@ -55,3 +59,65 @@ def test_cache_locator_covers_kernels():
         locator = fn._cache._impl.locator
         assert getattr(locator, "_tinyrnn", False)
         assert locator.get_source_stamp() == _cache.kernel_stamp()
+
+
+def test_cached_kernels_load_without_numba_compiler_setup(tmp_path):
+    """A cache hit skips numba's registry refresh; a later miss still compiles correctly.
+
+    The first process fills an empty cache; the second loads from it (numba's array-math
+    lowering, imported only by that refresh, stays unimported), then compiles a signature
+    that is not cached (fp16 weights) and a user function that needs the refreshed
+    registries, and both give the right answers (the fp16 run against the float64 oracle on
+    the same half-precision weights, to 1e-5).
+    """
+    import json
+    import os
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    common = f"""
+        import json, sys
+        import numpy as np
+        import tinyrnn
+        from tinyrnn import InputSpec, Model
+        from tinyrnn.layers import Recurrent
+        rng = np.random.default_rng(1)
+        W, R, B = rng.normal(size=(1, 3, 2)), rng.normal(size=(1, 3, 3)), rng.normal(size=(1, 6))
+        rnn = Recurrent.from_onnx("rnn", "r", W, R, B)
+        m = Model([rnn], InputSpec.features(2))
+        x = rng.normal(size=(4, 2)).astype(np.float32)
+        out = {str(tmp_path / "out")!r}
+    """
+    fill = common + """
+        json.dump({"float32": m.run(x).tolist(), "x": x.tolist(),
+                   "W": W.tolist(), "R": R.tolist(), "B": B.tolist()}, open(out, "w"))
+    """
+    reuse = common + """
+        y = m.run(x)
+        from tinyrnn.backends import cpu_kernels
+        hits = sum(cpu_kernels.rnn_sequence.stats.cache_hits.values())
+        refreshed = "numba.np.arraymath" in sys.modules
+        y16 = m.quantize("fp16").run(x)
+        from numba import njit
+        total = njit(lambda a: np.cumsum(a)[-1])(y16.ravel())
+        json.dump({"float32": y.tolist(), "fp16": y16.tolist(), "hits": hits, "refreshed": refreshed,
+                   "total": float(total)}, open(out, "w"))
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(fill)], capture_output=True, text=True,
+                       env=env, timeout=900)
+    assert r.returncode == 0, r.stderr
+    first = json.load(open(tmp_path / "out"))
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(reuse)], capture_output=True, text=True,
+                       env=env, timeout=900)
+    assert r.returncode == 0, r.stderr
+    second = json.load(open(tmp_path / "out"))
+    assert second["hits"] >= 1, "the float32 kernel was not loaded from the cache"
+    assert not second["refreshed"], "the cache hit went through numba's full compiler set-up"
+    assert second["float32"] == first["float32"]
+    # fp16 rounds the float32 matrices; the bias stays float32
+    W, R = (np.array(first[k], np.float32).astype(np.float16) for k in ("W", "R"))
+    half = [W, R, np.array(first["B"], np.float32)]
+    x = np.array(first["x"], np.float64)[:, None, :]  # (T, batch 1, I), the oracle's layout
+    want = rnn_oracle(x, *half)[0][:, 0, 0, :]
+    np.testing.assert_allclose(second["fp16"], want, rtol=0, atol=1e-5)
+    assert abs(second["total"] - float(np.sum(np.array(second["fp16"], np.float32)))) < 1e-5

@@ -12,6 +12,10 @@ beside the sources, else ``NUMBA_CACHE_DIR`` or the user-wide cache).
 This uses numba's cache-locator classes, which are not public API; if a future numba
 renames them, the registration is skipped and a stale cache remains possible only across
 edits to those two files (``tinyrnn cache clear`` or deleting ``__pycache__`` fixes it).
+
+It also makes loading those kernels cheap (``_install_light_load``): numba prepares its whole
+compiler before every cache lookup, which a hit does not need. Same fallback: a numba whose
+cache class looks different keeps its own path.
 """
 
 from __future__ import annotations
@@ -81,3 +85,46 @@ def _install() -> bool:
 
 
 INSTALLED = _install()
+
+
+def _install_light_load() -> bool:
+    """Load tinyrnn's cached kernels without numba's compiler set-up.
+
+    Before every cache lookup numba calls ``target_context.refresh()``, which imports and
+    registers every typing and lowering module numba has (numpy, random, typed containers,
+    jitclass, ...): 0.3-0.4 s of a 1.2 s warm start, spent on the compiler, not on loading
+    machine code. A cache hit needs only the object code and numba's runtime symbols, so for
+    tinyrnn's own functions on the CPU target we initialise the runtime and load. A miss
+    returns None and the dispatcher compiles, and numba's compiler refreshes the context
+    itself before it types anything, so nothing is skipped that a compile needs. Functions
+    that are not ours keep numba's own path.
+    """
+    try:
+        from numba.core import caching
+        from numba.core.cpu import CPUContext
+        from numba.core.runtime.nrt import rtsys
+    except ImportError:  # pragma: no cover
+        return False
+    cache = getattr(caching, "Cache", None)
+    needed = ("load_overload", "_load_overload", "_guard_against_spurious_io_errors")
+    if cache is None or not all(hasattr(cache, n) for n in needed):
+        return False  # pragma: no cover - a numba that reorganised its cache
+    if getattr(cache.load_overload, "_tinyrnn", False):
+        return True
+    numba_load = cache.load_overload
+
+    def load_overload(self, sig, target_context):
+        locator = getattr(getattr(self, "_impl", None), "locator", None)
+        if not (getattr(locator, "_tinyrnn", False) and isinstance(target_context, CPUContext)):
+            return numba_load(self, sig, target_context)
+        rtsys.initialize(target_context)  # cached code may call numba's runtime
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload._tinyrnn = True
+    load_overload.__doc__ = numba_load.__doc__
+    cache.load_overload = load_overload
+    return True
+
+
+LIGHT_LOAD = INSTALLED and _install_light_load()
