@@ -102,6 +102,25 @@ def test_blocked_products_match_the_oracle(cell):
     np.testing.assert_allclose(y, ref, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cell,acts", [
+    ("rnn", [["relu"]]), ("gru", [["hardsigmoid", 0.2, 0.5], ["softsign"]]),
+    ("lstm", [["hardsigmoid", 0.2, 0.5], ["tanh"], ["softsign"]]),
+])
+def test_both_loop_orders_with_any_activations_match_the_oracle(cell, acts):
+    """The four compiled variants of a kernel: default or any activations, either loop order."""
+    layer, w = _big(cell, activations=acts)
+    model = single_layer_model(layer)
+    x = np.random.default_rng(10).standard_normal((B_BIG, 9, w["W"].shape[2])).astype(np.float32)
+    lengths = np.array([9, 2, 9, 5, 1])
+    assert K.batched_order(B_BIG, np.zeros((1, 1, 1, 1))) and not K.batched_order(1, np.zeros((1, 1, 1, 1)))
+    ref, _ = oracle_recurrent(layer, w, x, lengths=lengths)
+    mask = np.arange(9)[None, :, None] < lengths[:, None, None]
+    np.testing.assert_allclose(model.run(x, lengths=lengths) * mask, ref * mask, atol=2e-5, rtol=1e-4)
+    for b in (0, 3):  # one stream: the unbatched order
+        alone = model.run(x[b:b + 1, :lengths[b]])
+        np.testing.assert_allclose(alone[0], ref[b, :lengths[b]], atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("cell,scheme,config", [
     ("lstm", None, {}), ("lstm", "int8", {}), ("lstm", "fp16", {}), ("rnn", None, {}),
     ("gru", None, {"linear_before_reset": 0}), ("gru", "int8", {"linear_before_reset": 1}),

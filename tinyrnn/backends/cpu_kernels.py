@@ -445,11 +445,25 @@ def _emit(h, b, d, y, t, y_off, n):
 # --- unit loops (inlined; called with a constant ``std`` so the default-activation loop
 # compiles without the generic activation switch and vectorises) -------------------------
 
-# Each recurrent kernel exists twice: as written here, for the cells' default activations
-# (sigmoid/tanh), and as ``*_any`` (``DEFAULT_ACTS`` False; see ``_variant``) for any ONNX
-# activation. A model compiles only the one it uses: the generic activation switch is a
-# fifth of an LSTM kernel's compile time, and almost no model needs it.
+# Each recurrent kernel exists four times, compiled from one source with two module
+# constants changed (see ``_variant``); a model compiles only the ones it uses.
+# DEFAULT_ACTS: the cells' default activations (sigmoid/tanh), or (``*_any``) any ONNX
+# activation: the generic activation switch is a fifth of an LSTM kernel's compile time,
+# and almost no model needs it.
+# BATCHED: the loop order. False: streams outside, time steps inside; a stream's views
+# are set up once per chunk rather than once per step (a fifth of a per-sample LSTM step's
+# instructions went to setting them up every step). True (``*_batched``): time steps
+# outside, so that a step's recurrent product is computed for every stream at once, each
+# large matrix walked once a step (``_gates_batch``). The plan picks the batched kernel
+# for B >= BATCH_BLOCK_MIN streams and a matrix with panels (``batched_order``). Either
+# order does the same arithmetic per stream: the same bits.
 DEFAULT_ACTS = True
+BATCHED = False
+
+
+def batched_order(B: int, Rp: np.ndarray) -> bool:
+    """Whether B streams over recurrent panels ``Rp`` (D, S, n, P) take the batched kernels."""
+    return B >= BATCH_BLOCK_MIN and Rp.shape[1] > 0
 
 
 @njit(**HELPER)
@@ -550,20 +564,21 @@ def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
     Rpd = Rp[d]
     TC = gx.shape[1]
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
-    together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         if not fused:
             _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
-        for k in range(n):
-            t = _time(s0 + k, T, reverse)
-            if together:
-                _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused)
-            for b in range(B):
+        for o in range(n if BATCHED else B):  # the loop order: see BATCHED
+            if BATCHED:
+                _gates_batch(x, _time(s0 + o, T, reverse), h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, o, acc,
+                             fused)
+            for i in range(B if BATCHED else n):
+                b, k = (i, o) if BATCHED else (o, i)
+                t = _time(s0 + k, T, reverse)
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
-                if not together:
+                if not BATCHED:
                     _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
                 _rnn_units(gx, k, b, d, f, bound, h, y[b, t, y_off:y_off + Hr], DEFAULT_ACTS)
 
@@ -597,7 +612,6 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     Pd = proj[d]
     TC = gx.shape[1]
     fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
-    together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     # The unit loop writes each hidden value twice: without a projection into h and the
     # output row at once (a separate copy loop is a call to memcpy); with one into m and
     # into a row of acc, dead by then, before m is projected into h and h copied to y.
@@ -609,15 +623,17 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
         n = min(TC, T - s0)
         if not fused:
             _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
-        for k in range(n):
-            t = _time(s0 + k, T, reverse)
-            if together:
-                _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused)
-            for b in range(B):
+        for o in range(n if BATCHED else B):  # the loop order: see BATCHED
+            if BATCHED:
+                _gates_batch(x, _time(s0 + o, T, reverse), h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, o, acc,
+                             fused)
+            for i in range(B if BATCHED else n):
+                b, k = (i, o) if BATCHED else (o, i)
+                t = _time(s0 + k, T, reverse)
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
-                if not together:
+                if not BATCHED:
                     _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
                 out2 = acc[b, 0, 0:H] if has_proj else y[b, t, y_off:y_off + Hr]
                 _lstm_units(gx, k, b, d, c, hm[b, hm_d], out2, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
@@ -651,35 +667,36 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
     Rpd = Rp[d]
     TC = gx.shape[1]
     rh = m  # r * h, shaped like h for _matvec_p
-    together = B >= BATCH_BLOCK_MIN and Rpd.shape[0] > 0
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
-        for k in range(n):
-            t = _time(s0 + k, T, reverse)
-            if together:
+        for o in range(n if BATCHED else B):  # the loop order: see BATCHED
+            if BATCHED:
                 # each phase for all streams at once, each walking R once (see _panel_acc)
+                t = _time(s0 + o, T, reverse)
                 _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 0, GH if lbr else 2 * H)
                 for b in range(B):
                     if t < lengths[b]:
                         if lbr:
-                            _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
+                            _gru_gates_lbr(gx, o, acc, b, rbh, fa, bound, DEFAULT_ACTS)
                         else:
-                            _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
+                            _gru_gates_zr(gx, o, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
                 if not lbr:
                     _rows_product(rh, 0, 0, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 2 * H, H)
-            for b in range(B):
+            for i in range(B if BATCHED else n):
+                b, k = (i, o) if BATCHED else (o, i)
+                t = _time(s0 + k, T, reverse)
                 if t >= lengths[b]:
                     _pad(y, b, t, y_off, Hr)
                     continue
                 if lbr:
                     # every gate's recurrent product at once; r scales (h·Rh + Rbh)
-                    if not together:
+                    if not BATCHED:
                         _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, GH)
                         _gru_gates_lbr(gx, k, acc, b, rbh, fa, bound, DEFAULT_ACTS)
                 else:
                     # z and r first, then (r * h)·Rh
-                    if not together:
+                    if not BATCHED:
                         _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, 2 * H)
                         _gru_gates_zr(gx, k, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
                         _matvec_p(rh, b, 0, Rd, Rpd, sR, None, acc, b, 0, 2 * H, H)
@@ -688,16 +705,15 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
                 _gru_units(acc, b, d, ga, bound, h, y[b, t, y_off:y_off + Hr], DEFAULT_ACTS)
 
 
-rnn_sequence_any = _variant(rnn_sequence, "rnn_sequence_any", DEFAULT_ACTS=False)
-lstm_sequence_any = _variant(lstm_sequence, "lstm_sequence_any", DEFAULT_ACTS=False)
-gru_sequence_any = _variant(gru_sequence, "gru_sequence_any", DEFAULT_ACTS=False)
-
-# (cell, default activations?) -> the recurrent kernel a layer's direction runs
-SEQUENCE_KERNELS = {
-    ("rnn", True): rnn_sequence, ("rnn", False): rnn_sequence_any,
-    ("lstm", True): lstm_sequence, ("lstm", False): lstm_sequence_any,
-    ("gru", True): gru_sequence, ("gru", False): gru_sequence_any,
-}
+# (cell, default activations?, batched order?) -> the recurrent kernel a layer's direction runs
+SEQUENCE_KERNELS = {}
+for _cell, _kernel in (("rnn", rnn_sequence), ("lstm", lstm_sequence), ("gru", gru_sequence)):
+    for _std in (True, False):
+        for _batched in (False, True):
+            _name = _kernel.__name__ + ("" if _std else "_any") + ("_batched" if _batched else "")
+            SEQUENCE_KERNELS[_cell, _std, _batched] = (
+                _kernel if _std and not _batched else _variant(_kernel, _name, DEFAULT_ACTS=_std, BATCHED=_batched))
+del _cell, _kernel, _std, _batched, _name
 
 
 # --- feed-forward kernels ---------------------------------------------------------------
