@@ -42,7 +42,7 @@ s.process(x[:, :10])
 if {dump!r}:
     import ctypes
     from tinyrnn.backends.cpu_kernels import SEQUENCE_KERNELS
-    (sig, cres), = SEQUENCE_KERNELS[({cell!r}, True, False)].overloads.items()
+    (sig, cres), = SEQUENCE_KERNELS[({cell!r}, True, False, False)].overloads.items()
     addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
     for line in open("/proc/self/maps"):
         lo, hi = (int(v, 16) for v in line.split()[0].split("-"))

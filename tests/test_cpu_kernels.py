@@ -102,6 +102,24 @@ def test_blocked_products_match_the_oracle(cell):
     np.testing.assert_allclose(y, ref, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell):
+    """The hoisting and the step-by-step kernels (chosen by step count and input width) agree."""
+    I, T = 9, 2 * K.CHUNK + 5
+    layer, _ = random_recurrent(np.random.default_rng(11), cell, I, 24)
+    model = single_layer_model(layer)
+    x = np.random.default_rng(12).standard_normal((2, T, I)).astype(np.float32)
+    assert K.hoisted(T, I) and not K.hoisted(K.HOIST_MIN_STEPS - 1, I) and not K.hoisted(T, K.FUSE_MAX_INPUT)
+    whole = model.run(x)
+    s = model.stream(batch=2)
+    short = K.HOIST_MIN_STEPS - 1
+    parts = np.concatenate([s.process(x[:, :short]), s.process(x[:, short:])], axis=1)
+    s = model.stream(batch=2)
+    stepped = np.stack([s.step(x[:, t]) for t in range(T)], axis=1)
+    np.testing.assert_array_equal(parts, whole)
+    np.testing.assert_array_equal(stepped, whole)
+
+
 @pytest.mark.parametrize("cell,acts", [
     ("rnn", [["relu"]]), ("gru", [["hardsigmoid", 0.2, 0.5], ["softsign"]]),
     ("lstm", [["hardsigmoid", 0.2, 0.5], ["tanh"], ["softsign"]]),
@@ -130,7 +148,8 @@ def test_streams_stepping_together_get_the_bits_of_one_stream_alone(cell, scheme
     model = single_layer_model(layer)
     if scheme:
         model = quantize_model(model, scheme)
-    x = np.random.default_rng(9).standard_normal((B_BIG, 12, w["W"].shape[2])).astype(np.float32)
+    # enough steps that a lone stream's process() hoists its input product (together: step by step)
+    x = np.random.default_rng(9).standard_normal((B_BIG, K.HOIST_MIN_STEPS + 3, w["W"].shape[2])).astype(np.float32)
     together = model.stream(batch=B_BIG)
     stepped = np.stack([together.step(x[:, t]) for t in range(x.shape[1])], axis=1)
     for b in range(B_BIG):

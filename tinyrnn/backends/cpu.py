@@ -122,10 +122,10 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
         elif isinstance(layer, Recurrent):
             st = state[layer.name]
             scratch = K.scratch(B, T, layer.gates, layer.hidden_size)
-            batched = K.batched_order(B, prep["Rp"])
+            batched, hoist = K.batched_order(B, prep["Rp"]), K.hoisted(T, x.shape[2])
             for d in range(layer.num_directions):
                 # only the kernel this direction needs gets compiled
-                kernel = K.SEQUENCE_KERNELS[layer.cell, bool(prep["cfg"][d, CFG_STD]), batched]
+                kernel = K.SEQUENCE_KERNELS[layer.cell, bool(prep["cfg"][d, CFG_STD]), batched, hoist]
                 weights = (prep["W"], prep["R"], prep["Wp"], prep["Rp"])
                 if layer.cell == "lstm":
                     calls.append((kernel, (x, lengths, *weights, prep["proj"], prep["V"], prep["cfg"], d,

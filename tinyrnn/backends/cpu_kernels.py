@@ -2,9 +2,12 @@
 
 One kernel per recurrent cell covers all three entry shapes of the architecture page: one
 step for B streams (``T == 1``), T steps for B streams in one call (a stream's ``process``),
-and whole sequences for ``run``. Each kernel hoists the input projection ``x·W + b`` out of
-the recurrence, ``CHUNK`` time steps at a time, so the hoisted rows stay in cache; the
-recurrence then only adds ``h·R``.
+and whole sequences for ``run``. Over many steps of wide inputs the kernel hoists the input
+projection ``x·W + b`` out of the recurrence, ``CHUNK`` time steps at a time, so the
+hoisted rows stay in cache and the recurrence only adds ``h·R``; otherwise it computes
+the input product step by step, with the same arithmetic. Each kernel is compiled in up to
+eight variants from its one source (activations, loop order, hoisting: see ``_variant``
+and the constants above the unit loops), and a model compiles only those it runs.
 
 Shapes (per call; ``d`` selects one direction of a layer's stacked weights)::
 
@@ -30,6 +33,7 @@ before a kernel sees it.
 
 from __future__ import annotations
 
+import itertools
 import types
 
 import numpy as np
@@ -83,8 +87,10 @@ RECURRENT = dict(KERNEL, **_noalias())
 CHUNK = 32  # time steps whose input projection is hoisted together
 # Inputs this narrow (per-sample audio, sensors) are not worth a separate hoisting pass
 # over a chunk: their input product is computed step by step instead (same arithmetic, so
-# the same bits). A single step (T == 1) never gains from hoisting either.
+# the same bits). Nor are calls of fewer than HOIST_MIN_STEPS steps: a single step never
+# gains, and a short block (a prompt) would compile the hoisting kernel for microseconds.
 FUSE_MAX_INPUT = 4
+HOIST_MIN_STEPS = 16
 # Columns of a large product outside its whole panels are walked in blocks of 4 rows x
 # BLOCK_COLS columns, each reused from L1 by every row (``_rows_block_acc``).
 BLOCK_COLS = 128
@@ -457,13 +463,23 @@ def _emit(h, b, d, y, t, y_off, n):
 # large matrix walked once a step (``_gates_batch``). The plan picks the batched kernel
 # for B >= BATCH_BLOCK_MIN streams and a matrix with panels (``batched_order``). Either
 # order does the same arithmetic per stream: the same bits.
+# HOIST (RNN and LSTM; a GRU always hoists): each chunk's input product computed before
+# its steps as one matrix product (``_hoist``, ``*_hoisted``), or step by step inside the
+# recurrence. The plan decides (``hoisted``); a streaming step's kernel then never compiles
+# the hoisting code (a third of an LSTM kernel's cold compile).
 DEFAULT_ACTS = True
 BATCHED = False
+HOIST = False
 
 
 def batched_order(B: int, Rp: np.ndarray) -> bool:
     """Whether B streams over recurrent panels ``Rp`` (D, S, n, P) take the batched kernels."""
     return B >= BATCH_BLOCK_MIN and Rp.shape[1] > 0
+
+
+def hoisted(T: int, I: int) -> bool:
+    """Whether T steps of inputs I wide take the kernels that hoist the input product."""
+    return T >= HOIST_MIN_STEPS and I > FUSE_MAX_INPUT
 
 
 @njit(**HELPER)
@@ -563,10 +579,10 @@ def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
     Wpd = Wp[d]
     Rpd = Rp[d]
     TC = gx.shape[1]
-    fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
+    fused = not HOIST
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
-        if not fused:
+        if HOIST:
             _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
         for o in range(n if BATCHED else B):  # the loop order: see BATCHED
             if BATCHED:
@@ -611,7 +627,7 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     Rpd = Rp[d]
     Pd = proj[d]
     TC = gx.shape[1]
-    fused = T == 1 or x.shape[2] <= FUSE_MAX_INPUT
+    fused = not HOIST
     # The unit loop writes each hidden value twice: without a projection into h and the
     # output row at once (a separate copy loop is a call to memcpy); with one into m and
     # into a row of acc, dead by then, before m is projected into h and h copied to y.
@@ -621,7 +637,7 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     hm_d = 0 if has_proj else d
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
-        if not fused:
+        if HOIST:
             _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx)
         for o in range(n if BATCHED else B):  # the loop order: see BATCHED
             if BATCHED:
@@ -705,15 +721,20 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
                 _gru_units(acc, b, d, ga, bound, h, y[b, t, y_off:y_off + Hr], DEFAULT_ACTS)
 
 
-# (cell, default activations?, batched order?) -> the recurrent kernel a layer's direction runs
+# (cell, default activations?, batched order?, hoisted?) -> the kernel a layer's direction
+# runs; a GRU hoists always, so its two "hoisted" entries are the same kernels.
 SEQUENCE_KERNELS = {}
 for _cell, _kernel in (("rnn", rnn_sequence), ("lstm", lstm_sequence), ("gru", gru_sequence)):
-    for _std in (True, False):
-        for _batched in (False, True):
-            _name = _kernel.__name__ + ("" if _std else "_any") + ("_batched" if _batched else "")
-            SEQUENCE_KERNELS[_cell, _std, _batched] = (
-                _kernel if _std and not _batched else _variant(_kernel, _name, DEFAULT_ACTS=_std, BATCHED=_batched))
-del _cell, _kernel, _std, _batched, _name
+    for _std, _batched, _hoist_it in itertools.product((True, False), (False, True), (False, True)):
+        if _cell == "gru" and _hoist_it:
+            SEQUENCE_KERNELS[_cell, _std, _batched, True] = SEQUENCE_KERNELS[_cell, _std, _batched, False]
+            continue
+        _name = (_kernel.__name__ + ("" if _std else "_any") + ("_batched" if _batched else "")
+                 + ("_hoisted" if _hoist_it else ""))
+        SEQUENCE_KERNELS[_cell, _std, _batched, _hoist_it] = (
+            _kernel if _std and not (_batched or _hoist_it)
+            else _variant(_kernel, _name, DEFAULT_ACTS=_std, BATCHED=_batched, HOIST=_hoist_it))
+del _cell, _kernel, _std, _batched, _hoist_it, _name
 
 
 # --- feed-forward kernels ---------------------------------------------------------------
