@@ -121,3 +121,14 @@ def test_cached_kernels_load_without_numba_compiler_setup(tmp_path):
     want = rnn_oracle(x, *half)[0][:, 0, 0, :]
     np.testing.assert_allclose(second["fp16"], want, rtol=0, atol=1e-5)
     assert abs(second["total"] - float(np.sum(np.array(second["fp16"], np.float32)))) < 1e-5
+
+
+def test_runtime_initialised_only_for_code_that_names_it():
+    """The light cache load skips numba's runtime set-up only when the machine code cannot need it."""
+    from tinyrnn._cache import _calls_runtime
+
+    assert _calls_runtime([("lib", "object", (b"\x7fELF...NRT_decref...", b""))])
+    assert _calls_runtime([("lib", "object", (b"\x7fELF...nrt_atomic_add...", b""))])
+    assert not _calls_runtime([("lib", "object", (b"\x7fELF...numba_gil_ensure...", b""))])
+    assert _calls_runtime([("lib", "bitcode", b"BC...")])  # not object code: assume it does
+    assert _calls_runtime(None) and _calls_runtime([()])

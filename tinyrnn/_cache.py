@@ -117,13 +117,38 @@ def _install_light_load() -> bool:
         locator = getattr(getattr(self, "_impl", None), "locator", None)
         if not (getattr(locator, "_tinyrnn", False) and isinstance(target_context, CPUContext)):
             return numba_load(self, sig, target_context)
-        rtsys.initialize(target_context)  # cached code may call numba's runtime
         with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+            try:
+                if not self._enabled:
+                    return None
+                data = self._cache_file.load(self._index_key(sig, target_context.codegen()))
+            except AttributeError:  # pragma: no cover - a numba with other internals
+                rtsys.initialize(target_context)
+                return self._load_overload(sig, target_context)
+            if data is None:
+                return None
+            if _calls_runtime(data):
+                rtsys.initialize(target_context)  # 40 ms: it compiles the runtime's atomics
+            return self._impl.rebuild(target_context, data)
 
     load_overload._tinyrnn = True
     load_overload.__doc__ = numba_load.__doc__
     cache.load_overload = load_overload
+    return True
+
+
+def _calls_runtime(payload) -> bool:
+    """Whether a cached compile result's machine code names a numba runtime symbol.
+
+    Our kernels compile with ``_nrt=False`` and name none; the symbol table of an object
+    file holds every name it links against as plain bytes. Anything unexpected: True.
+    """
+    try:
+        _, kind, data = payload[0]
+        if kind == "object" and isinstance(data[0], bytes):
+            return b"NRT" in data[0] or b"nrt" in data[0]
+    except (TypeError, ValueError, IndexError):
+        pass
     return True
 
 
