@@ -93,11 +93,11 @@ def _install_light_load() -> bool:
     Before every cache lookup numba calls ``target_context.refresh()``, which imports and
     registers every typing and lowering module numba has (numpy, random, typed containers,
     jitclass, ...): 0.3-0.4 s of a 1.2 s warm start, spent on the compiler, not on loading
-    machine code. A cache hit needs only the object code and numba's runtime symbols, so for
-    tinyrnn's own functions on the CPU target we initialise the runtime and load. A miss
-    returns None and the dispatcher compiles, and numba's compiler refreshes the context
-    itself before it types anything, so nothing is skipped that a compile needs. Functions
-    that are not ours keep numba's own path.
+    machine code. A cache hit needs only the object code (and numba's runtime, if that code
+    calls it: ``_calls_runtime``), so for tinyrnn's own functions on the CPU target that is
+    all this does. A miss returns None and the dispatcher compiles, and numba's compiler
+    refreshes the context itself before it types anything, so nothing is skipped that a
+    compile needs. Functions that are not ours keep numba's own path.
     """
     try:
         from numba.core import caching
