@@ -125,16 +125,21 @@ def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell):
     ("lstm", [["hardsigmoid", 0.2, 0.5], ["tanh"], ["softsign"]]),
 ])
 def test_both_loop_orders_with_any_activations_match_the_oracle(cell, acts):
-    """The four compiled variants of a kernel: default or any activations, either loop order."""
+    """The any-activation kernels in every loop order, hoisting and not, against the oracle."""
     layer, w = _big(cell, activations=acts)
     model = single_layer_model(layer)
-    x = np.random.default_rng(10).standard_normal((B_BIG, 9, w["W"].shape[2])).astype(np.float32)
-    lengths = np.array([9, 2, 9, 5, 1])
+    T, short = K.HOIST_MIN_STEPS + 3, 5
+    x = np.random.default_rng(10).standard_normal((B_BIG, T, w["W"].shape[2])).astype(np.float32)
+    lengths = np.array([T, 2, T, short, 1])
     assert K.batched_order(B_BIG, np.zeros((1, 1, 1, 1))) and not K.batched_order(1, np.zeros((1, 1, 1, 1)))
+    assert K.hoisted(T, x.shape[2]) and not K.hoisted(short, x.shape[2])
     ref, _ = oracle_recurrent(layer, w, x, lengths=lengths)
-    mask = np.arange(9)[None, :, None] < lengths[:, None, None]
+    mask = np.arange(T)[None, :, None] < lengths[:, None, None]
+    # batched: hoisted over T steps, step by step over a short block
     np.testing.assert_allclose(model.run(x, lengths=lengths) * mask, ref * mask, atol=2e-5, rtol=1e-4)
-    for b in (0, 3):  # one stream: the unbatched order
+    np.testing.assert_allclose(model.run(x[:, :short]), oracle_recurrent(layer, w, x[:, :short])[0],
+                               atol=2e-5, rtol=1e-4)
+    for b in (0, 3):  # one stream, unbatched: T steps (hoisted) and a short one (step by step)
         alone = model.run(x[b:b + 1, :lengths[b]])
         np.testing.assert_allclose(alone[0], ref[b, :lengths[b]], atol=2e-5, rtol=1e-4)
 

@@ -102,15 +102,13 @@ def test_cached_kernels_load_without_numba_compiler_setup(tmp_path):
         json.dump({"float32": y.tolist(), "fp16": y16.tolist(), "hits": hits, "refreshed": refreshed,
                    "total": float(total)}, open(out, "w"))
     """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(fill)], capture_output=True, text=True,
-                       env=env, timeout=900)
-    assert r.returncode == 0, r.stderr
-    first = json.load(open(tmp_path / "out"))
-    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(reuse)], capture_output=True, text=True,
-                       env=env, timeout=900)
-    assert r.returncode == 0, r.stderr
-    second = json.load(open(tmp_path / "out"))
+    def run(script):
+        r = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                           env=env, timeout=900)
+        assert r.returncode == 0, r.stderr
+        return json.load(open(tmp_path / "out"))
+
+    first, second = run(fill), run(reuse)
     assert second["hits"] >= 1, "the float32 kernel was not loaded from the cache"
     assert not second["refreshed"], "the cache hit went through numba's full compiler set-up"
     assert second["float32"] == first["float32"]
