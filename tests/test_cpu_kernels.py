@@ -19,6 +19,7 @@ from numba import njit
 from numba.core.compiler import Flags
 
 from tinyrnn.backends import cpu_kernels as K
+from tinyrnn.backends.packing import INPUT_PANELS_MIN, PANEL, pack_input_panels
 from tinyrnn.backends.simd import SMALL
 from tinyrnn.quantize import quantize_model
 
@@ -102,11 +103,19 @@ def test_blocked_products_match_the_oracle(cell):
     np.testing.assert_allclose(y, ref, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell):
+@pytest.mark.parametrize("cell,I,H,T", [
+    ("rnn", 9, 24, 2 * K.CHUNK + 5), ("lstm", 9, 24, 2 * K.CHUNK + 5),
+    # W packed for its hoisted product though small enough for tiles (pack_input_panels),
+    # with columns past its last panel: chunks of 32 rows through the panels, a last chunk
+    # of 3 and every single step through the tiles
+    ("rnn", 64, 38, 2 * K.CHUNK + 3), ("lstm", 24, 38, 2 * K.CHUNK + 3), ("gru", 24, 38, 2 * K.CHUNK + 3),
+])
+def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell, I, H, T):
     """The hoisting and the step-by-step kernels (chosen by step count and input width) agree."""
-    I, T = 9, 2 * K.CHUNK + 5
-    layer, _ = random_recurrent(np.random.default_rng(11), cell, I, 24)
+    layer, w = random_recurrent(np.random.default_rng(11), cell, I, H, scale=0.2)  # contracting: the oracle check holds over T
+    if I > 9:
+        assert INPUT_PANELS_MIN < w["W"].size <= SMALL and w["W"].shape[1] % PANEL
+        assert pack_input_panels(w["W"].transpose(0, 2, 1)).shape[1] > 0
     model = single_layer_model(layer)
     x = np.random.default_rng(12).standard_normal((2, T, I)).astype(np.float32)
     assert K.hoisted(T, I) and not K.hoisted(K.HOIST_MIN_STEPS - 1, I) and not K.hoisted(T, K.FUSE_MAX_INPUT)
@@ -118,6 +127,7 @@ def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell):
     stepped = np.stack([s.step(x[:, t]) for t in range(T)], axis=1)
     np.testing.assert_array_equal(parts, whole)
     np.testing.assert_array_equal(stepped, whole)
+    np.testing.assert_allclose(whole, oracle_recurrent(layer, w, x)[0], atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cell,acts", [
@@ -167,7 +177,8 @@ def test_streams_stepping_together_get_the_bits_of_one_stream_alone(cell, scheme
 ])
 def test_stepping_together_keeps_the_bits_when_only_R_has_panels(cell, I, H, scheme):
     # W small enough for register tiles, R not: a lone stream's input product goes through
-    # the tiles, B >= BATCH_BLOCK_MIN streams' through the row-wise loop of _panel_acc
+    # the tiles, B >= BATCH_BLOCK_MIN streams' through W's panels where it has input panels
+    # (float W of more than INPUT_PANELS_MIN weights), else the row-wise loop of _panel_acc
     layer, w = random_recurrent(np.random.default_rng(3), cell, I, H, scale=0.2)
     G = w["W"].shape[1]
     assert I * G <= SMALL < H * G

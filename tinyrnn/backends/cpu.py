@@ -16,7 +16,7 @@ from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
 from . import graph_kernels as G
 from .graph_plan import fuse, graph_calls, prepare_graph
-from .packing import CFG_STD, pack_panels, prepare
+from .packing import CFG_STD, pack_input_panels, pack_panels, prepare
 
 name = "cpu"
 
@@ -65,7 +65,7 @@ def prepared(model) -> list[dict]:
                         if layer.type in GRAPH_LAYER_TYPES else prepare(layer) for layer in model.layers]
         for layer, prep in zip(model.layers, cache["cpu"]):
             if isinstance(layer, Recurrent):  # column panels of the large matrices (CPU only)
-                prep["Wp"], prep["Rp"] = pack_panels(prep["W"]), pack_panels(prep["R"])
+                prep["Wp"], prep["Rp"] = pack_input_panels(prep["W"]), pack_panels(prep["R"])
     return cache["cpu"]
 
 

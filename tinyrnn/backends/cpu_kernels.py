@@ -347,9 +347,23 @@ def _panel_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nr
 
 
 @njit(**HELPER)
+def _tiles_serve(M, P, nrows):
+    """Whether register tiles on M itself compute a product of ``nrows`` rows.
+
+    Panels serve a matrix larger than L1 (``SMALL``) and, for a smaller input matrix
+    packed for its hoisted product (``packing.pack_input_panels``), four or more rows
+    sharing each weight load; one to three rows of a small matrix are faster through
+    tiles. Both give the same bits for float weights, and int8 ones have panels only
+    above ``SMALL``, so the choice never changes a result.
+    """
+    return P.shape[0] == 0 or (nrows < 4 and M.shape[0] * M.shape[1] <= SMALL)
+
+
+@njit(**HELPER)
 def _matvec_p(src, s0, s1, M, P, scale, bias, dst, d0, d1, col0, ncols):
-    """``_matvec`` for a recurrent matrix M, through its panels P when it has them."""
-    if P.shape[0] > 0:
+    """``_matvec`` for a recurrent layer's matrix M: through its panels P when it has them
+    and is too large for L1 (see ``_tiles_serve``)."""
+    if not _tiles_serve(M, P, 1):
         _rows_product(src, s0, s1, 0, 0, M, P, scale, dst, d0, d1, 0, 0, 1, col0, ncols)
         _finish(dst[d0, d1, col0:col0 + ncols], None, bias, col0)  # as _hoist adds it
     else:
@@ -360,12 +374,13 @@ def _matvec_p(src, s0, s1, M, P, scale, bias, dst, d0, d1, col0, ncols):
 def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
     """gx[b, k, :] = x[b, t(s0+k), :] @ Wd * sW + bias for the chunk's active rows.
 
-    A large Wd (one with panels) is walked once for the whole chunk; its rows for
-    padding steps are computed too (cheaper than skipping them there) and never read.
+    A Wd read through its panels (``_tiles_serve``) is walked once for the whole chunk,
+    four rows sharing each weight load; its rows for padding steps are computed too
+    (cheaper than skipping them there) and never read.
     """
     B, T, _ = x.shape
     GH = gx.shape[2]
-    if Wpd.shape[0] == 0:
+    if _tiles_serve(Wd, Wpd, B if n == 1 else n):
         for b in range(B):
             for k in range(n):
                 t = _time(s0 + k, T, reverse)

@@ -19,6 +19,9 @@ from .simd import LANES as PANEL
 from .simd import SMALL
 from .weights import kernel_view
 
+# Input weights packed into panels from this many (8 KiB of float32; see pack_input_panels)
+INPUT_PANELS_MIN = 2048
+
 # cfg row layout (per direction)
 CFG_F = 0  # activation triples [code, alpha, beta]: f at 0..2, g at 3..5, h at 6..8
 CFG_G = 3
@@ -94,21 +97,37 @@ def prepare_recurrent(layer: Recurrent) -> dict:
     return {"W": W, "R": kernel_view(p["R"]), "proj": proj, "V": V, "cfg": cfg}
 
 
-def pack_panels(M: np.ndarray) -> np.ndarray:
-    """Recurrent weights ``(D, n, GH)`` -> column panels ``(D, GH // PANEL, n, PANEL)``, a copy.
+def pack_panels(M: np.ndarray, small: int = SMALL) -> np.ndarray:
+    """Recurrent-layer weights ``(D, n, GH)`` -> column panels ``(D, GH // PANEL, n, PANEL)``, a copy.
 
     A panel holds ``PANEL`` columns (one vector register's worth, ``simd.LANES``) of every
     row, contiguously, so a kernel walks it top to bottom with its sums in registers
-    (``cpu_kernels._panel_acc``). Only matrices too large for L1 (more than ``simd.SMALL``
-    weights) are packed; the others get an empty ``(D, 0, n, PANEL)`` array and are read
-    as they are. Columns past the last whole panel are read from ``M`` itself. Costs one
-    more copy of the large recurrent matrices in memory (CPU backend only).
+    (``cpu_kernels._panel_acc``). Only matrices of more than ``small`` weights are packed
+    (by default those too large for L1, ``simd.SMALL``); the others get an empty
+    ``(D, 0, n, PANEL)`` array and are read as they are. Columns past the last whole panel
+    are read from ``M`` itself. Costs one more copy of the packed matrices in memory (CPU
+    backend only).
     """
     D, n, GH = M.shape
-    if n * GH <= SMALL:
+    if n * GH <= small:
         return np.zeros((D, 0, n, PANEL), M.dtype)
     S = GH // PANEL
     return np.ascontiguousarray(M[:, :, :S * PANEL].reshape(D, n, S, PANEL).transpose(0, 2, 1, 3))
+
+
+def pack_input_panels(W: np.ndarray) -> np.ndarray:
+    """``pack_panels`` for input weights ``W (D, I, GH)``: packed from ``INPUT_PANELS_MIN`` weights.
+
+    A hoisted input product walks W's panels once per chunk of steps, four steps sharing
+    each weight load (``cpu_kernels._hoist``); without panels every step reads all of W.
+    That pays for matrices well below L1's size: W and R compete for L1 and L2 (LSTM
+    64->64: 64 KiB each, both read every step; 0.77x the time per step with W's panels).
+    A step computed on its own still reads a small W through register tiles, which is
+    faster for one row and gives the same bits for float weights. int8 weights keep the
+    ``SMALL`` threshold: their tiles fuse scale and bias into one multiply-add where the
+    panels' path rounds twice, so both paths of a stream must take the same one.
+    """
+    return pack_panels(W, SMALL if W.dtype == np.int8 else INPUT_PANELS_MIN)
 
 
 def prepare(layer: Layer) -> dict:
