@@ -28,6 +28,51 @@ def median_time(fn, min_time: float = 0.2, repeats: int = 7) -> float:
     return timed(fn, budget=min_time * repeats, repeats=repeats)
 
 
+def interleaved_rounds(fns: dict, span: float = 3.0, round_time: float = 0.05, min_rounds: int = 15) -> dict:
+    """Seconds per call of each ``fns[name]()`` in every round: ``{name: [s, ...]}``.
+
+    Each round times every function once, a loop of about ``round_time`` s each (calibrated
+    after a warm-up call), alternating the order; rounds go on for at least ``span`` s and
+    ``min_rounds`` rounds. The machines this runs on change speed for seconds at a time
+    (shared cores: 1.3-1.4x between the two states, benchmarks/RESULTS.md); timing one
+    runtime after the other put one in a fast stretch and the next in a slow one, and
+    ratios moved by that much between runs. Taking turns gives every function the same
+    stretches.
+    """
+    import time
+
+    loops = {}
+    for name, fn in fns.items():
+        fn()
+        n = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - t0 >= round_time / 2 or n >= 1 << 20:
+                break
+            n *= 2
+        loops[name] = n
+    times = {name: [] for name in fns}
+    start, rounds = time.perf_counter(), 0
+    names = list(fns)
+    while rounds < min_rounds or time.perf_counter() - start < span:
+        for name in (names if rounds % 2 == 0 else names[::-1]):
+            fn, n = fns[name], loops[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - t0) / n)
+        rounds += 1
+    return times
+
+
+def interleaved_times(fns: dict, **kw) -> dict:
+    """Each function's fastest round of ``interleaved_rounds``: its time on the machine at its
+    best (the minimum, as ``timeit`` advises: slower rounds measure interference)."""
+    return {name: min(ts) for name, ts in interleaved_rounds(fns, **kw).items()}
+
+
 def torch_lstm(I: int, H: int, seed: int = 0, cell: str = "lstm", layers: int = 1):
     """A PyTorch nn.LSTM/nn.GRU with seeded random weights, in eval mode."""
     import torch

@@ -4,9 +4,10 @@
     python benchmarks/compare.py --only step run  # some of them
     python benchmarks/compare.py --json out.json --plot steps.png
 
-Every workload first checks that the runtimes agree (1e-4), then times each one (median of
-repeats of a calibrated loop). Ratios are tinyrnn's time over the other's: below 1 means
-tinyrnn is faster. Workloads, as in the performance issue:
+Every workload first checks that the runtimes agree (1e-4), then times them taking turns
+(``common.interleaved_times``: rounds of a calibrated loop each, for at least 3 s; each
+one's fastest round). Ratios are tinyrnn's time over the other's: below 1 means tinyrnn is
+faster. Workloads, as in the performance issue:
 
   step      one step, one stream, LSTM I = H = 32, 128, 512: stream.step vs torch LSTMCell
             vs an onnxruntime one-step LSTM session with the state fed back
@@ -42,7 +43,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
-    median_time,
+    interleaved_rounds,
+    interleaved_times,
     onnx_recurrent_session,
     single_thread,
     tinyrnn_from_torch,
@@ -94,7 +96,7 @@ def bench_step(n: int) -> dict:
     runs = [np.stack([np.asarray(f()).reshape(-1) for _ in range(3)]) for f in (tiny, tor, ort)]
     _agree(runs[0], runs[1], f"step {n} torch")
     _agree(runs[0], runs[2], f"step {n} onnxruntime")
-    return {"tinyrnn": median_time(tiny), "torch": median_time(tor), "onnxruntime": median_time(ort)}
+    return interleaved_times({"tinyrnn": tiny, "torch": tor, "onnxruntime": ort})
 
 
 def bench_process(I: int, H: int, T: int, cell: str = "lstm", others: bool = True) -> dict:
@@ -110,7 +112,7 @@ def bench_process(I: int, H: int, T: int, cell: str = "lstm", others: bool = Tru
         stream.reset()
         return stream.process(x)
 
-    res = {"tinyrnn": median_time(tiny, repeats=5) / T}
+    fns = {"tinyrnn": tiny}
     if others:
         sess = onnx_recurrent_session(module)
         xt = torch.from_numpy(x)[:, None]
@@ -128,9 +130,8 @@ def bench_process(I: int, H: int, T: int, cell: str = "lstm", others: bool = Tru
         a = tiny()
         _agree(a, tor().numpy(), "process torch")
         _agree(a, ort(), "process onnxruntime")
-        res["torch"] = median_time(tor, repeats=5) / T
-        res["onnxruntime"] = median_time(ort, repeats=5) / T
-    return res
+        fns.update(torch=tor, onnxruntime=ort)
+    return {k: v / T for k, v in interleaved_times(fns).items()}
 
 
 def bench_run(H: int = 256, T: int = 1000) -> dict:
@@ -157,8 +158,7 @@ def bench_run(H: int = 256, T: int = 1000) -> dict:
 
     _agree(tiny(), tor().numpy(), "run torch")
     _agree(tiny(), ort(), "run onnxruntime")
-    return {"tinyrnn": median_time(tiny, repeats=5), "torch": median_time(tor, repeats=5),
-            "onnxruntime": median_time(ort, repeats=5)}
+    return interleaved_times({"tinyrnn": tiny, "torch": tor, "onnxruntime": ort})
 
 
 def bench_batch(H: int = 256, B: int = 64) -> tuple[dict, dict]:
@@ -183,7 +183,6 @@ def bench_batch(H: int = 256, B: int = 64) -> tuple[dict, dict]:
         return h
 
     _agree(model.stream(batch=B).step(x), module(xt)[0].detach().numpy(), "batch torch")
-    one = median_time(tiny)
     # two threads, each stepping its own 32 streams 200 times; compare with one thread
     # stepping both halves in turn (same work)
     steps = 200
@@ -204,10 +203,13 @@ def bench_batch(H: int = 256, B: int = 64) -> tuple[dict, dict]:
         for t in ts:
             t.join()
 
-    t1 = median_time(serial, repeats=5, min_time=0.5) / steps
-    t2 = median_time(parallel, repeats=5, min_time=0.5) / steps
-    return ({"tinyrnn": one, "torch": median_time(tor)},
-            {"one thread": t1, "two threads": t2, "speed-up": t1 / t2})
+    # the speed-up needs both cores fast at once: the median of each round's ratio, not a
+    # ratio of minimums taken in different rounds
+    t = interleaved_rounds({"serial": serial, "parallel": parallel}, round_time=0.2, min_rounds=8)
+    t1, t2 = min(t["serial"]) / steps, min(t["parallel"]) / steps
+    speedup = float(np.median(np.array(t["serial"]) / np.array(t["parallel"])))
+    return (interleaved_times({"tinyrnn": tiny, "torch": tor}),
+            {"one thread": t1, "two threads": t2, "speed-up": speedup})
 
 
 def bench_quant(n: int) -> dict:
@@ -217,11 +219,10 @@ def bench_quant(n: int) -> dict:
     base = tinyrnn_from_torch(torch_lstm(n, n))
     x = np.random.default_rng(0).normal(size=n).astype(np.float32)
     out = np.empty(n, np.float32)
-    res = {}
+    fns = {}
     for scheme, model in (("float32", base), ("fp16", base.quantize("fp16")), ("int8", base.quantize("int8"))):
-        s = model.stream()
-        res[scheme] = median_time(lambda: s.step(x, out=out))
-    return res
+        fns[scheme] = (lambda s: lambda: s.step(x, out=out))(model.stream())
+    return interleaved_times(fns)
 
 
 STARTUP_SCRIPTS = {
@@ -377,7 +378,7 @@ def main(argv=None) -> int:
     if "batch" in want:
         t = raw["batch threads"]
         print(f"64 streams of LSTM 256 as 2 x 32: one thread {fmt(t['one thread'])} per step, two threads "
-              f"{fmt(t['two threads'])}: speed-up {t['speed-up']:.2f}x\n")
+              f"{fmt(t['two threads'])}: speed-up {t['speed-up']:.2f}x (median of rounds)\n")
     if "rtneural" in want:
         print("| per-sample model, `stream.process` | tinyrnn per step | RTNeural per step | ratio |")
         print("|---|---:|---:|---:|")
