@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from builders import oracle_recurrent, random_recurrent, single_layer_model
 from numba import njit
+from numba import types as nbtypes
 from numba.core.compiler import Flags
 
 from tinyrnn.backends import cpu_kernels as K
@@ -190,3 +191,20 @@ def test_stepping_together_keeps_the_bits_when_only_R_has_panels(cell, I, H, sch
     stepped = np.stack([together.step(x[:, t]) for t in range(x.shape[1])], axis=1)
     for b in range(x.shape[0]):
         np.testing.assert_array_equal(model.stream(batch=1).process(x[b:b + 1])[0], stepped[b])
+
+
+def test_a_model_without_projection_or_int8_compiles_neither():
+    """The LSTM kernel gets ``proj=None`` without a projection, a type numba prunes on before
+    typing; int8's recurrent product is chosen by R's type. Both give the oracle's values."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 8)).astype(np.float32)
+    for proj in (None, 6):
+        layer, w = random_recurrent(np.random.default_rng(6), "lstm", 8, 12, proj=proj, scale=0.3)
+        y = single_layer_model(layer).run(x)
+        np.testing.assert_allclose(y, oracle_recurrent(layer, w, x)[0], atol=2e-5, rtol=1e-4)
+    kernel = K.SEQUENCE_KERNELS["lstm", True, False, False]
+    proj_types = {str(sig[6]) for sig in kernel.signatures}
+    assert "none" in proj_types and any("array(float32, 3d" in t for t in proj_types)
+    # the int8 recurrent product is an overload picked by R's dtype
+    assert K._ol_add_hR(None, None, None, nbtypes.float32[:, ::1], *[None] * 5).__name__ == "direct"
+    assert K._ol_add_hR(None, None, None, nbtypes.int8[:, ::1], *[None] * 5).__name__ == "through_acc"

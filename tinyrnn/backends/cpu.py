@@ -128,7 +128,8 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
                 kernel = K.SEQUENCE_KERNELS[layer.cell, bool(prep["cfg"][d, CFG_STD]), batched, hoist]
                 weights = (prep["W"], prep["R"], prep["Wp"], prep["Rp"])
                 if layer.cell == "lstm":
-                    calls.append((kernel, (x, lengths, *weights, prep["proj"], prep["V"], prep["cfg"], d,
+                    proj = prep["proj"] if layer.proj_size else None  # None: compiled without it
+                    calls.append((kernel, (x, lengths, *weights, proj, prep["V"], prep["cfg"], d,
                                            st["h"], st["c"], y, *scratch)))
                 else:
                     calls.append((kernel, (x, lengths, *weights, prep["V"], prep["cfg"], d, st["h"], y, *scratch)))

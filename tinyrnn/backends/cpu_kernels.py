@@ -17,7 +17,8 @@ Shapes (per call; ``d`` selects one direction of a layer's stacked weights)::
     R        (D, Hr, GH)  f32/u16/i8   recurrent weights, ONNX's R transposed
     Wp, Rp   (D, S, n, P) same dtype   W and R cut into column panels (``packing.pack_panels``;
                                     S = 0 for a matrix small enough to be read as it is)
-    proj     (D, H, Hr)   f32/u16/i8   LSTM projection (a (D, 1, 1) dummy when absent)
+    proj     (D, H, Hr)   f32/u16/i8   LSTM projection, or None without one (a type of its own:
+                                    the kernel then compiles without the projection's code)
     V        (D, K)       float32   packed vectors, see ``packing.vector_layout``
     cfg      (D, 17)      float32   activations and flags, see ``packing.CFG_*``
     h        (B, D, Hr)   float32   hidden state, updated in place
@@ -43,7 +44,7 @@ from numba.extending import overload
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
-from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_YOFF
+from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_REVERSE, CFG_YOFF
 from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec, tile_matvec_affine
 from .weights import load, scaled
 
@@ -432,15 +433,33 @@ def _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused):
     same bits whichever path its steps take. Then h·R is added (through ``acc`` when an
     int8 R needs its scales).
     """
-    GH = gx.shape[2]
     if fused:
-        _matvec_p(x, b, t, Wd, Wpd, sW, bias, gx, b, k, 0, GH)
-    if scaled(Rd[0, 0]):
-        _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, GH)
-        for j in range(GH):
-            gx[b, k, j] += acc[b, 0, j]
-    else:
-        _product(h, b, d, Rd, Rpd, gx, b, k, 0, GH)
+        _matvec_p(x, b, t, Wd, Wpd, sW, bias, gx, b, k, 0, gx.shape[2])
+    _add_hR(h, b, d, Rd, Rpd, sR, gx, k, acc)
+
+
+def _add_hR(h, b, d, Rd, Rpd, sR, gx, k, acc):
+    """gx[b, k, :] += h[b, d, :] @ Rd (* sR for int8 Rd): int8 through ``acc``, for its scales.
+
+    Which of the two is decided by Rd's type (an overload), not by a branch: numba types
+    and compiles both arms of an ``if scaled(...)`` whatever the weights, and a float
+    model's kernel then carried the int8 product's code (an eighth of its cold compile).
+    """
+
+
+@overload(_add_hR, inline="always")
+def _ol_add_hR(h, b, d, Rd, Rpd, sR, gx, k, acc):
+    if isinstance(Rd.dtype, nbtypes.Integer) and Rd.dtype.bitwidth == 8:
+        def through_acc(h, b, d, Rd, Rpd, sR, gx, k, acc):
+            GH = gx.shape[2]
+            _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, GH)
+            for j in range(GH):
+                gx[b, k, j] += acc[b, 0, j]
+        return through_acc
+
+    def direct(h, b, d, Rd, Rpd, sR, gx, k, acc):
+        _product(h, b, d, Rd, Rpd, gx, b, k, 0, gx.shape[2])
+    return direct
 
 
 @njit(**HELPER)
@@ -627,7 +646,6 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     ha = cf[CFG_H:CFG_H + 3]
     bound = cf[CFG_CLIP]
     coupled = cf[CFG_COUPLED] != 0
-    has_proj = cf[CFG_PROJ] != 0
     reverse = cf[CFG_REVERSE] != 0
     y_off = int(cf[CFG_YOFF])
     v = V[d]
@@ -640,7 +658,6 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     Rd = R[d]
     Wpd = Wp[d]
     Rpd = Rp[d]
-    Pd = proj[d]
     TC = gx.shape[1]
     fused = not HOIST
     # The unit loop writes each hidden value twice: without a projection into h and the
@@ -648,8 +665,11 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     # into a row of acc, dead by then, before m is projected into h and h copied to y.
     # Not into m twice: LLVM's run-time overlap check would then fail every step and
     # send the loop to its scalar version (a projected LSTM ran 2-4x slower).
-    hm = m if has_proj else h
-    hm_d = 0 if has_proj else d
+    # ``proj is None`` is decided by the argument's type, before typing (numba prunes the
+    # branches), so a model without a projection compiles none of its code (an eighth of
+    # the kernel's cold compile; benchmarks/compile_cost.py)
+    hm = h if proj is None else m
+    hm_d = d if proj is None else 0
     for s0 in range(0, T, TC):
         n = min(TC, T - s0)
         if HOIST:
@@ -666,10 +686,10 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
                     continue
                 if not BATCHED:
                     _gates(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, b, fused)
-                out2 = acc[b, 0, 0:H] if has_proj else y[b, t, y_off:y_off + Hr]
+                out2 = y[b, t, y_off:y_off + Hr] if proj is None else acc[b, 0, 0:H]
                 _lstm_units(gx, k, b, d, c, hm[b, hm_d], out2, peep, fa, ga, ha, bound, coupled, DEFAULT_ACTS)
-                if has_proj:
-                    _matvec(m, b, 0, Pd, sP, None, h, b, d, 0, Hr)
+                if proj is not None:
+                    _matvec(m, b, 0, proj[d], sP, None, h, b, d, 0, Hr)
                     _emit(h, b, d, y, t, y_off, Hr)
 
 
