@@ -2,7 +2,8 @@
 
 Every workload is built from one set of random weights and handed to tinyrnn, PyTorch and
 onnxruntime, each pinned to one thread, so the numbers compare the runtimes and nothing
-else. Times are medians over repeats of a calibrated loop.
+else. ``compare.py`` times the runtimes taking turns (``interleaved_times``); the other
+scripts take medians over repeats of a calibrated loop (``median_time``).
 """
 
 from __future__ import annotations
