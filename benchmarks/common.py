@@ -20,6 +20,15 @@ def single_thread() -> None:
     single_thread._done = True
 
 
+def fmt(s: float) -> str:
+    """Seconds as ns, µs or ms, for the tables."""
+    if s < 1e-6:
+        return f"{s * 1e9:.0f} ns"
+    if s < 1e-3:
+        return f"{s * 1e6:.2f} µs"
+    return f"{s * 1e3:.2f} ms"
+
+
 def median_time(fn, min_time: float = 0.2, repeats: int = 7) -> float:
     """Median seconds per call of ``fn()`` over ``repeats`` loops of ``min_time`` / 4 to / 2 each
     (tinyrnn's own timer, after one warm-up call for compilation and allocators)."""

@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
+    fmt,
     interleaved_rounds,
     interleaved_times,
     onnx_recurrent_session,
@@ -337,14 +338,6 @@ def sweep(sizes) -> dict:
 
 
 # --- report ------------------------------------------------------------------------------
-
-
-def fmt(s: float) -> str:
-    if s < 1e-6:
-        return f"{s * 1e9:.0f} ns"
-    if s < 1e-3:
-        return f"{s * 1e6:.2f} µs"
-    return f"{s * 1e3:.2f} ms"
 
 
 def main(argv=None) -> int:

@@ -33,7 +33,10 @@ import numpy as np
 from numba import njit
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 F32 = 4
+
+from common import fmt  # noqa: E402
 
 
 @njit(fastmath=True, cache=True)
@@ -147,14 +150,6 @@ def workloads(raw: dict) -> list[tuple[str, float, float, bool, float]]:
             if f"quant {n}" in raw:
                 rows.append((f"step LSTM {n} {scheme}", *lstm(n, n, size), True, raw[f"quant {n}"][scheme]))
     return rows
-
-
-def fmt(s: float) -> str:
-    if s < 1e-6:
-        return f"{s * 1e9:.0f} ns"
-    if s < 1e-3:
-        return f"{s * 1e6:.2f} µs"
-    return f"{s * 1e3:.2f} ms"
 
 
 def main(argv=None) -> int:
