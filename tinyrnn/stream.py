@@ -174,7 +174,7 @@ class Stream:
         self._step_out = self._step_plan.output.reshape((*lead, *model.output_shape))
         self._step_shape = self._step_in.shape
         self._step_fast = not self._tokens and not self.check_finite
-        self._run_step = self._step_plan.run
+        self._run_step = getattr(self._step_plan, "runner", self._step_plan.run)  # see cpu.Plan.runner
         self._step_shape_out = self._step_out.shape
         self._is_device = getattr(self._backend, "is_device_array", None)  # GPU backends only
         # host backends: the step output is already a host array, read without a call
@@ -206,7 +206,8 @@ class Stream:
                 self._load_step_input(x)
             self._run_step()
             if out is None:
-                return self._backend.to_host(self._step_out, copy=True)
+                host = self._host_out
+                return host.copy() if host is not None else self._backend.to_host(self._step_out, copy=True)
             if self._is_device is not None and self._is_device(out):
                 return self._backend.device_output(self._step_plan, self._step_shape_out, out)
             if (type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32

@@ -9,6 +9,8 @@ per call.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..graph_layers import GRAPH_LAYER_TYPES, Reshape
@@ -40,10 +42,16 @@ def _bind(fn, args):
 class Plan:
     """Preallocated buffers and bound kernel calls for B streams and T steps."""
 
-    __slots__ = ("calls", "input", "output", "lengths", "batch", "steps")
+    __slots__ = ("calls", "input", "output", "lengths", "batch", "steps", "runner")
 
     def __init__(self, calls, input, output, lengths, batch, steps):
         self.calls = [(_bind(fn, args), args) for fn, args in calls]  # (compiled code, arguments)
+        # what a stream's step calls (its result unused): ``run``, or for a plan of one call
+        # that kernel with its arguments bound, ~0.1 µs less than ``run``'s loop
+        self.runner = self.run
+        if len(self.calls) == 1:
+            fn, args = self.calls[0]
+            self.runner = functools.partial(fn, *args)
         self.input = input  # (B, T, *in_features) float32, or (B, T) int64 token ids
         self.output = output  # (B, T, *out_features) float32
         self.lengths = lengths  # (B,) int64, steps valid per stream
