@@ -205,8 +205,8 @@ class Stream:
             else:
                 self._load_step_input(x)
             self._run_step()
+            host = self._host_out
             if out is None:
-                host = self._host_out
                 return host.copy() if host is not None else self._backend.to_host(self._step_out, copy=True)
             if self._is_device is not None and self._is_device(out):
                 return self._backend.device_output(self._step_plan, self._step_shape_out, out)
@@ -216,7 +216,6 @@ class Stream:
                     "a read-only array" if isinstance(out, np.ndarray) else type(out).__name__)
                 raise InputError(f"out must be a writable float32 array of shape {self._step_out.shape}, "
                                  f"found {what}")
-            host = self._host_out
             out[...] = host if host is not None else self._backend.to_host(self._step_out, copy=False)
             return out
         finally:
