@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 F32 = 4
 
-from common import fmt  # noqa: E402
+from common import fmt, interleaved_times  # noqa: E402
 
 
 @njit(fastmath=True, cache=True)
@@ -64,15 +64,10 @@ def _sum4(a, passes):
     return s
 
 
-def _fastest(fn, span: float = 2.0, min_repeats: int = 7) -> float:
-    """Seconds of the fastest of repeated ``fn()`` calls over at least ``span`` s."""
-    best, start, n = float("inf"), time.perf_counter(), 0
-    while n < min_repeats or time.perf_counter() - start < span:
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        n += 1
-    return best
+def _fastest(fn) -> float:
+    """Seconds per call of ``fn()``: its fastest round over at least two seconds (after a
+    warm-up call, which compiles)."""
+    return interleaved_times({"fn": fn}, span=2.0, min_rounds=7)["fn"]
 
 
 def bandwidth(nbytes: int) -> float:
@@ -81,7 +76,6 @@ def bandwidth(nbytes: int) -> float:
     passes = max(1, (64 << 20) // a.nbytes)  # ~64 MiB a repeat
     best = 0.0
     for fn in (_sum1, _sum4):  # one stream is faster from L1 and L2, four from L3 and DRAM
-        fn(a, 1)
         best = max(best, a.nbytes * passes / _fastest(lambda: fn(a, passes)))
     return best
 
@@ -98,7 +92,6 @@ def peak_macs() -> float:
     rows, n = 256, 20000
     M = np.full((rows, LANES), 1e-3, np.float32)
     src, dst = np.ones((4, 1, rows), np.float32), np.zeros((4, 1, LANES), np.float32)
-    rep(src, M, dst, 1)
     return 4 * rows * LANES * n / _fastest(lambda: rep(src, M, dst, n))
 
 
@@ -110,14 +103,7 @@ def call_cost() -> float:
     layer, _ = random_recurrent(np.random.default_rng(0), "lstm", 1, 1)
     stream = single_layer_model(layer).stream()
     x = np.zeros(1, np.float32)
-    n = 2000
-
-    def steps():
-        for _ in range(n):
-            stream.step(x)
-
-    steps()
-    return _fastest(steps) / n
+    return _fastest(lambda: stream.step(x))
 
 
 def workloads(raw: dict) -> list[tuple[str, float, float, bool, float]]:
