@@ -18,7 +18,8 @@ from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
 from . import graph_kernels as G
 from .graph_plan import fuse, graph_calls, prepare_graph
-from .packing import CFG_STD, pack_input_panels, pack_panels, prepare
+from .packing import CFG_STD, aligned, pack_input_panels, pack_panels, prepare
+from .simd import SMALL
 
 name = "cpu"
 
@@ -65,6 +66,16 @@ class Plan:
         return self.output
 
 
+def _tiled(M: np.ndarray) -> np.ndarray:
+    """M, or a cache-line-aligned copy of it if register tiles read it (``simd.SMALL``) unaligned.
+
+    Larger matrices are read through their panels (aligned copies already), and copying
+    a memory-mapped one would double its memory for the few columns outside the panels.
+    """
+    per_matrix = M[0].size if M.ndim == 3 else M.size  # (D, rows, cols): one direction
+    return aligned(M) if per_matrix <= SMALL else M
+
+
 def prepared(model) -> list[dict]:
     """Kernel-ready arrays per layer, computed once per model and cached on it."""
     cache = model._backend_cache
@@ -73,7 +84,11 @@ def prepared(model) -> list[dict]:
                         if layer.type in GRAPH_LAYER_TYPES else prepare(layer) for layer in model.layers]
         for layer, prep in zip(model.layers, cache["cpu"]):
             if isinstance(layer, Recurrent):  # column panels of the large matrices (CPU only)
+                for key in ("W", "R", "proj"):
+                    prep[key] = _tiled(prep[key])
                 prep["Wp"], prep["Rp"] = pack_input_panels(prep["W"]), pack_panels(prep["R"])
+            elif isinstance(layer, Dense):
+                prep["W"] = _tiled(prep["W"])
     return cache["cpu"]
 
 

@@ -44,7 +44,7 @@ from numba.extending import overload
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
-from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_REVERSE, CFG_YOFF
+from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_REVERSE, CFG_YOFF, empty_aligned
 from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec, tile_matvec_affine
 from .weights import load, scaled
 
@@ -106,8 +106,10 @@ def scratch(B: int, T: int, G: int, H: int) -> tuple[np.ndarray, np.ndarray, np.
     overlap checks it would otherwise put in front of them every step.
     """
     TC = min(T, CHUNK)
-    return (np.zeros((B, TC, G * H), np.float32), np.zeros((B, 1, G * H), np.float32),
-            np.zeros((B, 1, H), np.float32))
+    arrays = tuple(empty_aligned(shape, np.float32) for shape in ((B, TC, G * H), (B, 1, G * H), (B, 1, H)))
+    for a in arrays:  # register tiles store whole vectors into gx and acc: aligned, as the weights
+        a.fill(0.0)
+    return arrays
 
 
 # --- shared loops -----------------------------------------------------------------------

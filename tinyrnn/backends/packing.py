@@ -11,6 +11,8 @@ CUDA backend uploads them once. What a recurrent kernel receives per direction `
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import spec
@@ -21,6 +23,12 @@ from .weights import kernel_view
 
 # Input weights packed into panels from this many (8 KiB of float32; see pack_input_panels)
 INPUT_PANELS_MIN = 2048
+# Bytes on which every weight matrix a CPU kernel reads with vector loads starts: a cache
+# line. numpy and memory-mapped .trnn tensors guarantee 16 and 8 bytes; a 32-byte load
+# then straddles two lines every other time: an LSTM 1->32 step's recurrent product took
+# 1.5x as long with R 16 bytes off a line, the whole step 1.3x (benchmarks/RESULTS.md,
+# "Eighth session").
+ALIGN = 64
 
 # cfg row layout (per direction)
 CFG_F = 0  # activation triples [code, alpha, beta]: f at 0..2, g at 3..5, h at 6..8
@@ -97,6 +105,29 @@ def prepare_recurrent(layer: Recurrent) -> dict:
     return {"W": W, "R": kernel_view(p["R"]), "proj": proj, "V": V, "cfg": cfg}
 
 
+def empty_aligned(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array of ``shape`` and ``dtype`` starting on an ``ALIGN``-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    buf = np.empty(nbytes + ALIGN, np.uint8)
+    start = -buf.ctypes.data % ALIGN
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(a: np.ndarray) -> np.ndarray:
+    """``a`` if it is C-contiguous and starts on an ``ALIGN``-byte boundary, else such a copy.
+
+    The copy keeps ``a``'s writeable flag: numba types read-only arrays (memory-mapped
+    weights) apart from writable ones, and a kernel should compile once per model either way.
+    """
+    if a.flags.c_contiguous and a.ctypes.data % ALIGN == 0:
+        return a
+    out = empty_aligned(a.shape, a.dtype)
+    out[...] = a
+    out.flags.writeable = a.flags.writeable
+    return out
+
+
 def pack_panels(M: np.ndarray, small: int = SMALL) -> np.ndarray:
     """Recurrent-layer weights ``(D, n, GH)`` -> column panels ``(D, GH // PANEL, n, PANEL)``, a copy.
 
@@ -106,13 +137,15 @@ def pack_panels(M: np.ndarray, small: int = SMALL) -> np.ndarray:
     (by default those too large for L1, ``simd.SMALL``); the others get an empty
     ``(D, 0, n, PANEL)`` array and are read as they are. Columns past the last whole panel
     are read from ``M`` itself. Costs one more copy of the packed matrices in memory (CPU
-    backend only).
+    backend only). The copy starts on an ``ALIGN``-byte boundary, and so does every panel.
     """
     D, n, GH = M.shape
     if n * GH <= small:
         return np.zeros((D, 0, n, PANEL), M.dtype)
     S = GH // PANEL
-    return np.ascontiguousarray(M[:, :, :S * PANEL].reshape(D, n, S, PANEL).transpose(0, 2, 1, 3))
+    P = empty_aligned((D, S, n, PANEL), M.dtype)
+    P[...] = M[:, :, :S * PANEL].reshape(D, n, S, PANEL).transpose(0, 2, 1, 3)
+    return P
 
 
 def pack_input_panels(W: np.ndarray) -> np.ndarray:
