@@ -39,16 +39,17 @@ def fit(p_degree: int = 5, q_degree: int = 4, clamp: float = C, iters: int = 60)
 
 
 def evaluate(p, q, x, clamp: float = C):
-    """The float32 evaluation the kernels perform."""
-    x = np.clip(np.asarray(x, np.float32), -np.float32(clamp), np.float32(clamp))
+    """The float32 evaluation the kernels perform (``tinyrnn.cells.math._ratio``)."""
+    f = np.float32
+    x = np.clip(np.asarray(x, f), -f(clamp), f(clamp))
+    p0, p1, p2, p3, p4, p5 = (f(c) for c in p)
+    q1, q2, q3, q4 = (f(c) for c in q[1:])
     z = x * x
-    num = np.float32(p[-1])
-    for c in p[-2::-1]:
-        num = (num * z + np.float32(c)).astype(np.float32)
-    den = np.float32(q[-1])
-    for c in q[-2::-1]:
-        den = (den * z + np.float32(c)).astype(np.float32)
-    return (x * num / den).astype(np.float32)
+    z2 = z * z
+    b = (p5 * z2 + (p4 * z + p3)) * z2 + (p2 * z + p1)
+    num = (x * z) * b + p0 * x
+    den = ((q4 * z + q3) * z2 + (q2 * z + q1)) * z + f(1)
+    return (num / den).astype(f)
 
 
 if __name__ == "__main__":
