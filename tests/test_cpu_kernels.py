@@ -194,18 +194,22 @@ def test_stepping_together_keeps_the_bits_when_only_R_has_panels(cell, I, H, sch
         np.testing.assert_array_equal(model.stream(batch=1).process(x[b:b + 1])[0], stepped[b])
 
 
-def test_a_model_without_projection_or_int8_compiles_neither():
-    """The LSTM kernel gets ``proj=None`` without a projection, a type numba prunes on before
-    typing; int8's recurrent product is chosen by R's type. Both give the oracle's values."""
+def test_a_model_without_projection_peepholes_or_int8_compiles_none_of_them():
+    """The LSTM kernel gets ``proj=None`` without a projection and ``peep=None`` without
+    peepholes, types numba prunes on before typing; int8's recurrent product is chosen by
+    R's type. Every combination gives the oracle's values."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 6, 8)).astype(np.float32)
-    for proj in (None, 6):
-        layer, w = random_recurrent(np.random.default_rng(6), "lstm", 8, 12, proj=proj, scale=0.3)
+    for proj, peepholes in ((None, False), (6, False), (None, True), (6, True)):
+        layer, w = random_recurrent(np.random.default_rng(6), "lstm", 8, 12, proj=proj, peepholes=peepholes,
+                                    scale=0.3)
         y = single_layer_model(layer).run(x)
         np.testing.assert_allclose(y, oracle_recurrent(layer, w, x)[0], atol=2e-5, rtol=1e-4)
     kernel = K.SEQUENCE_KERNELS["lstm", True, False, False]
     proj_types = {str(sig[6]) for sig in kernel.signatures}
     assert "none" in proj_types and any("array(float32, 3d" in t for t in proj_types)
+    peep_types = {str(sig[7]) for sig in kernel.signatures}
+    assert "none" in peep_types and any("array(float32, 2d" in t for t in peep_types)
     # the int8 recurrent product is an overload picked by R's dtype
     assert K._ol_add_hR(None, None, None, nbtypes.float32[:, ::1], *[None] * 5).__name__ == "direct"
     assert K._ol_add_hR(None, None, None, nbtypes.int8[:, ::1], *[None] * 5).__name__ == "through_acc"

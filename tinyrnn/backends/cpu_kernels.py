@@ -19,6 +19,7 @@ Shapes (per call; ``d`` selects one direction of a layer's stacked weights)::
                                     S = 0 for a matrix small enough to be read as it is)
     proj     (D, H, Hr)   f32/u16/i8   LSTM projection, or None without one (a type of its own:
                                     the kernel then compiles without the projection's code)
+    peep     (D, 3H)      float32   LSTM peepholes [Pi, Po, Pf], or None without them (likewise)
     V        (D, K)       float32   packed vectors, see ``packing.vector_layout``
     cfg      (D, 17)      float32   activations and flags, see ``packing.CFG_*``
     h        (B, D, Hr)   float32   hidden state, updated in place
@@ -528,17 +529,29 @@ def _rnn_units(gx, k, b, d, f, bound, h, yrow, std):
         yrow[j] = hn
 
 
+def _peepholes(peep, d, H, j):
+    """Unit j's peephole weights ``(p_i, p_o, p_f)`` from ``peep (D, 3H)``, or Nones when it is None."""
+
+
+@overload(_peepholes, inline="always")
+def _ol_peepholes(peep, d, H, j):
+    if isinstance(peep, nbtypes.NoneType):
+        return lambda peep, d, H, j: (None, None, None)
+    return lambda peep, d, H, j: (peep[d, j], peep[d, H + j], peep[d, 2 * H + j])
+
+
 @njit(**HELPER)
 def _lstm_units(gx, k, b, d, c, out, out2, peep, fa, ga, ha, bound, coupled, std):
     """New cell state into c[b, d], new (unprojected) hidden values into ``out`` and ``out2``.
 
-    Two outputs: see ``lstm_sequence`` for which rows they are.
+    Two outputs: see ``lstm_sequence`` for which rows they are. ``peep``: (D, 3H) or None.
     """
     H = c.shape[2]
     for j in range(H):
+        p_i, p_o, p_f = _peepholes(peep, d, H, j)
         hn, cn = lstm_unit(
             gx[b, k, j], gx[b, k, H + j], gx[b, k, 2 * H + j], gx[b, k, 3 * H + j],
-            c[b, d, j], peep[j], peep[H + j], peep[2 * H + j], fa, ga, ha, bound, coupled, std,
+            c[b, d, j], p_i, p_o, p_f, fa, ga, ha, bound, coupled, std,
         )
         c[b, d, j] = cn
         out[j] = hn
@@ -636,7 +649,7 @@ def rnn_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
 
 
 @njit(**RECURRENT)
-def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m):
+def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, peep, V, cfg, d, h, c, y, gx, acc, m):
     """LSTM (peepholes, coupled gates, clip, projection) over x for direction ``d``."""
     B, T, _ = x.shape
     Hr = R.shape[1]
@@ -652,7 +665,6 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     y_off = int(cf[CFG_YOFF])
     v = V[d]
     bias = v[0:GH]
-    peep = v[GH + H:GH + 4 * H]  # zeros without peepholes: adding 0 * c costs less than a branch
     sW = v[GH + 4 * H:2 * GH + 4 * H]
     sR = v[2 * GH + 4 * H:3 * GH + 4 * H]
     sP = v[3 * GH + 4 * H:3 * GH + 4 * H + Hr]
@@ -669,7 +681,8 @@ def lstm_sequence(x, lengths, W, R, Wp, Rp, proj, V, cfg, d, h, c, y, gx, acc, m
     # send the loop to its scalar version (a projected LSTM ran 2-4x slower).
     # ``proj is None`` is decided by the argument's type, before typing (numba prunes the
     # branches), so a model without a projection compiles none of its code (an eighth of
-    # the kernel's cold compile; benchmarks/compile_cost.py)
+    # the kernel's cold compile; benchmarks/compile_cost.py). ``peep`` None likewise
+    # compiles the unit loop without peephole terms (``cells.math.peephole``).
     hm = h if proj is None else m
     hm_d = d if proj is None else 0
     for s0 in range(0, T, TC):

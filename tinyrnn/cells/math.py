@@ -51,7 +51,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 
@@ -249,19 +250,38 @@ def rnn_unit(pre, f, bound, std):
     return gate_g(clip(pre, bound), f, std)
 
 
+def peephole(pre, p, c):
+    """A gate's pre-activation with its peephole term: ``pre + p * c``, or ``pre`` when p is None.
+
+    Compiled code takes the overload below, chosen by p's type, so a cell without
+    peepholes computes no term at all: adding ``0 * c`` instead put a multiply-add on the
+    output gate's dependency chain (LLVM may not drop it: 0 * inf is NaN). This Python body
+    serves the CUDA simulator.
+    """
+    return pre if p is None else pre + p * c
+
+
+@overload(peephole, inline="always")
+def _ol_peephole(pre, p, c):
+    if isinstance(p, types.NoneType):
+        return lambda pre, p, c: pre
+    return lambda pre, p, c: pre + p * c
+
+
 @njit(**_INLINE)
 def lstm_unit(i_pre, o_pre, f_pre, c_pre, c_prev, p_i, p_o, p_f, f, g, h, bound, coupled, std):
     """LSTM: returns ``(h_new, c_new)`` for one hidden unit (before any projection).
 
-    ``std``: f, g, h are sigmoid, tanh, tanh.
+    ``std``: f, g, h are sigmoid, tanh, tanh. ``p_i``, ``p_o``, ``p_f``: the unit's
+    peephole weights, or all None without peepholes (see ``peephole``).
     """
-    i = gate_f(clip(i_pre + p_i * c_prev, bound), f, std)
+    i = gate_f(clip(peephole(i_pre, p_i, c_prev), bound), f, std)
     if coupled:
         fg = _ONE - i
     else:
-        fg = gate_f(clip(f_pre + p_f * c_prev, bound), f, std)
+        fg = gate_f(clip(peephole(f_pre, p_f, c_prev), bound), f, std)
     c = fg * c_prev + i * gate_g(clip(c_pre, bound), g, std)
-    o = gate_f(clip(o_pre + p_o * c, bound), f, std)
+    o = gate_f(clip(peephole(o_pre, p_o, c), bound), f, std)
     return o * gate_g(c, h, std), c
 
 
