@@ -46,3 +46,24 @@ def test_nan_and_infinity(code):
     assert np.isnan(y[0])
     lo = -1.0 if code == 0 else 0.0
     np.testing.assert_allclose(y[1:], [1.0, lo], atol=2e-7)
+
+
+@njit
+def _gates(x, bound, out):
+    a = np.zeros(3, np.float32)
+    for i in range(x.shape[0]):
+        out[0, i] = M.gate_f(x[i], a, bound, True)
+        out[1, i] = M.sigmoid(M.clip(x[i], bound))
+        out[2, i] = M.gate_g(x[i], a, bound, True)
+        out[3, i] = M.tanh(M.clip(x[i], bound))
+
+
+@pytest.mark.parametrize("bound", [0.25, 3.0, 7.9, 15.8, 30.0, np.inf])
+def test_gates_fold_the_clip_into_the_clamp_with_the_same_bits(bound):
+    """gate_f/gate_g clamp once to the smaller of the clip and the activation's clamp."""
+    x = np.concatenate([np.linspace(-40, 40, 20_001), [np.nan, np.inf, -np.inf, 7.9, -15.8, bound, -bound]])
+    x = x.astype(np.float32)
+    out = np.empty((4, x.size), np.float32)
+    _gates(x, np.float32(bound), out)
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(out[2], out[3])

@@ -98,6 +98,7 @@ _Q4 = np.float32(1.37940378e-06)
 _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
 _ZERO = np.float32(0.0)
+_INF = np.float32(np.inf)
 
 
 # sigmoid(x) = 1/2 + tanh(x/2)/2 = 1/2 + x * (p(x^2/4)/4) / q(x^2/4): the same fit with
@@ -128,9 +129,15 @@ def _ratio(x, p0, p1, p2, p3, p4, p5, q1, q2, q3, q4):
 @njit(**_INLINE)
 def tanh(x):
     """Hyperbolic tangent of a float32, branch-free (abs error <= 3.5e-7); NaN -> NaN."""
+    return _tanh_within(x, _TANH_CLAMP)
+
+
+@njit(**_INLINE)
+def _tanh_within(x, bound):
+    """tanh(clip(x, bound)) for ``bound`` <= the clamp: one clamp serves both (see ``gate_g``)."""
     # min/max, not selects: see ``clip``. A NaN passes through (Python's max/min keep the
     # first argument unless the second compares greater/smaller).
-    x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    x = min(max(x, -bound), bound)
     r = _ratio(x, _ONE, _P1, _P2, _P3, _P4, _P5, _Q1, _Q2, _Q3, _Q4)
     # At the clamp return exactly +-1 (true tanh is within 3e-7 of it there), so that a
     # saturated gate is exactly 0 or 1, as references compute it, not 2e-7 away.
@@ -145,7 +152,13 @@ def sigmoid(x):
     tanh's approximation at x/2, with the two halvings in the coefficients: one multiply
     fewer on a gate's dependency chain, and an add where tanh's result needed a multiply-add.
     """
-    x = min(max(x, -_SIG_CLAMP), _SIG_CLAMP)
+    return _sigmoid_within(x, _SIG_CLAMP)
+
+
+@njit(**_INLINE)
+def _sigmoid_within(x, bound):
+    """sigmoid(clip(x, bound)) for ``bound`` <= the clamp (see ``gate_f``)."""
+    x = min(max(x, -bound), bound)
     r = _HALF + _ratio(x, _SP0, _SP1, _SP2, _SP3, _SP4, _SP5, _SQ1, _SQ2, _SQ3, _SQ4)
     r = _ONE if x == _SIG_CLAMP else r  # exactly 1 and 0 when saturated, as tanh's +-1
     return _ZERO if x == -_SIG_CLAMP else r
@@ -226,19 +239,24 @@ def act(x, a):
 
 
 @njit(**_INLINE)
-def gate_f(x, a, std):
-    """A cell's gate activation ``f``: sigmoid when ``std``, else the triple ``a``."""
+def gate_f(x, a, bound, std):
+    """A cell's gate activation of a clipped pre-activation, ``f(clip(x, bound))``: sigmoid
+    when ``std``, else the triple ``a``."""
+    # sigmoid clamps its argument anyway: clipping to ``bound`` first is clamping to the
+    # smaller of the two (the same value, NaN included), two instructions a gate fewer on
+    # its dependency chain. ``min(bound, ...)`` is loop-invariant: LLVM computes it once.
     if std:
-        return sigmoid(x)
-    return act(x, a)
+        return _sigmoid_within(x, min(bound, _SIG_CLAMP))
+    return act(clip(x, bound), a)
 
 
 @njit(**_INLINE)
-def gate_g(x, a, std):
-    """A cell's candidate/output activation (``g``, ``h``): tanh when ``std``, else ``a``."""
+def gate_g(x, a, bound, std):
+    """A cell's candidate/output activation (``g``, ``h``) of ``clip(x, bound)``: tanh when
+    ``std``, else ``a``. ``bound`` inf: no clip (folded away for tanh)."""
     if std:
-        return tanh(x)
-    return act(x, a)
+        return _tanh_within(x, min(bound, _TANH_CLAMP))
+    return act(clip(x, bound), a)
 
 
 # --- cell updates, one hidden unit ------------------------------------------------------
@@ -247,7 +265,7 @@ def gate_g(x, a, std):
 @njit(**_INLINE)
 def rnn_unit(pre, f, bound, std):
     """Elman RNN: new hidden value from the pre-activation (``std``: f is tanh)."""
-    return gate_g(clip(pre, bound), f, std)
+    return gate_g(pre, f, bound, std)
 
 
 def peephole(pre, p, c):
@@ -275,25 +293,25 @@ def lstm_unit(i_pre, o_pre, f_pre, c_pre, c_prev, p_i, p_o, p_f, f, g, h, bound,
     ``std``: f, g, h are sigmoid, tanh, tanh. ``p_i``, ``p_o``, ``p_f``: the unit's
     peephole weights, or all None without peepholes (see ``peephole``).
     """
-    i = gate_f(clip(peephole(i_pre, p_i, c_prev), bound), f, std)
+    i = gate_f(peephole(i_pre, p_i, c_prev), f, bound, std)
     if coupled:
         fg = _ONE - i
     else:
-        fg = gate_f(clip(peephole(f_pre, p_f, c_prev), bound), f, std)
-    c = fg * c_prev + i * gate_g(clip(c_pre, bound), g, std)
-    o = gate_f(clip(peephole(o_pre, p_o, c), bound), f, std)
-    return o * gate_g(c, h, std), c
+        fg = gate_f(peephole(f_pre, p_f, c_prev), f, bound, std)
+    c = fg * c_prev + i * gate_g(c_pre, g, bound, std)
+    o = gate_f(peephole(o_pre, p_o, c), f, bound, std)
+    return o * gate_g(c, h, _INF, std), c  # the cell state is not clipped
 
 
 @njit(**_INLINE)
 def gru_gate(pre, f, bound, std):
     """GRU update or reset gate from its pre-activation (``std``: f is sigmoid)."""
-    return gate_f(clip(pre, bound), f, std)
+    return gate_f(pre, f, bound, std)
 
 
 @njit(**_INLINE)
 def gru_unit(z, n_pre, h_prev, g, bound, std):
     """GRU: new hidden value from the update gate ``z`` and the candidate pre-activation."""
-    n = gate_g(clip(n_pre, bound), g, std)
+    n = gate_g(n_pre, g, bound, std)
     return (_ONE - z) * n + z * h_prev
 
