@@ -176,6 +176,7 @@ def test_streams_stepping_together_get_the_bits_of_one_stream_alone(cell, scheme
 
 @pytest.mark.parametrize("cell,I,H,scheme", [
     ("lstm", 3, 80, None), ("lstm", 32, 128, None), ("gru", 32, 128, "int8"), ("rnn", 16, 256, "fp16"),
+    ("lstm", 1, 100, "int8"), ("rnn", 2, 160, "int8"),  # inputs narrow enough for a fused step
 ])
 def test_stepping_together_keeps_the_bits_when_only_R_has_panels(cell, I, H, scheme):
     # W small enough for register tiles, R not: a lone stream's input product goes through

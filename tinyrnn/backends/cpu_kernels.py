@@ -406,18 +406,26 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
 
 @njit(**RECURRENT)
 def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
-    """``_gates`` for every stream of step t at once, each large matrix walked once.
+    """``_gates`` for every stream of step t at once, each large recurrent matrix walked once.
 
     Same arithmetic per stream as ``_gates`` (see ``_panel_acc``), so a stream's
     result does not depend on how many streams step with it. Rows of streams already
-    past their length are computed and not read.
+    past their length are computed and not read. An int8 W that a lone stream's step
+    reads through register tiles is read so here too, stream by stream: the tiles apply
+    scale and bias in one multiply-add, the all-streams product rounds twice (an int8
+    LSTM 1->100 gave other bits for a batch of 5 than stream by stream). For float
+    weights both give the same bits, and all streams share each load of W.
     """
     B = gx.shape[0]
     GH = gx.shape[2]
     if fused:
-        _rows_product(x, 0, t, 1, 0, Wd, Wpd, sW, gx, 0, k, 1, 0, B, 0, GH)
-        for b in range(B):
-            _finish(gx[b, k], None, bias, 0)
+        if scaled(Wd[0, 0]) and _tiles_serve(Wd, Wpd, 1):  # as a lone stream's step: see below
+            for b in range(B):
+                _matvec_p(x, b, t, Wd, Wpd, sW, bias, gx, b, k, 0, GH)
+        else:
+            _rows_product(x, 0, t, 1, 0, Wd, Wpd, sW, gx, 0, k, 1, 0, B, 0, GH)
+            for b in range(B):
+                _finish(gx[b, k], None, bias, 0)
     if scaled(Rd[0, 0]):
         _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 0, GH)
         for b in range(B):
