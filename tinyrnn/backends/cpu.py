@@ -18,7 +18,7 @@ from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from . import cpu_kernels as K
 from . import graph_kernels as G
 from .graph_plan import fuse, graph_calls, prepare_graph
-from .packing import CFG_STD, aligned, pack_input_panels, pack_panels, prepare, vector_layout
+from .packing import CFG_STD, aligned, pack_input_panels, pack_panels, prepare
 from .simd import SMALL
 
 name = "cpu"
@@ -84,11 +84,10 @@ def prepared(model) -> list[dict]:
                         if layer.type in GRAPH_LAYER_TYPES else prepare(layer) for layer in model.layers]
         for layer, prep in zip(model.layers, cache["cpu"]):
             if isinstance(layer, Recurrent):  # column panels of the large matrices (CPU only)
-                H, Hr = layer.hidden_size, layer.recurrent_size
                 for key in ("W", "R", "proj"):
                     prep[key] = _tiled(prep[key])
                 if layer.peepholes:  # the LSTM kernel's own argument (None without: see lstm_sequence)
-                    prep["peep"] = np.ascontiguousarray(prep["V"][:, slice(*vector_layout(4, H, Hr)["peep"])])
+                    prep["peep"] = np.ascontiguousarray(layer.params["P"])  # (D, 3H) float32, as V holds it
                 prep["Wp"], prep["Rp"] = pack_input_panels(prep["W"]), pack_panels(prep["R"])
             elif isinstance(layer, Dense):
                 prep["W"] = _tiled(prep["W"])
