@@ -22,7 +22,7 @@ from numba.core.compiler import Flags
 from tinyrnn.backends import cpu_kernels as K
 from tinyrnn.backends.packing import INPUT_PANELS_MIN, PANEL, pack_input_panels
 from tinyrnn.backends.simd import SMALL
-from tinyrnn.quantize import quantize_model
+from tinyrnn.quantize import dequantize_model, quantize_model
 
 UNCACHED = dict(K.KERNEL, cache=False)
 
@@ -104,14 +104,17 @@ def test_blocked_products_match_the_oracle(cell):
     np.testing.assert_allclose(y, ref, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cell,I,H,T", [
-    ("rnn", 9, 24, 2 * K.CHUNK + 5), ("lstm", 9, 24, 2 * K.CHUNK + 5),
+@pytest.mark.parametrize("cell,I,H,T,scheme", [
+    ("rnn", 9, 24, 2 * K.CHUNK + 5, None), ("lstm", 9, 24, 2 * K.CHUNK + 5, None),
     # W packed for its hoisted product though small enough for tiles (pack_input_panels),
     # with columns past its last panel: chunks of 32 rows through the panels, a last chunk
-    # of 3 and every single step through the tiles
-    ("rnn", 64, 38, 2 * K.CHUNK + 3), ("lstm", 24, 38, 2 * K.CHUNK + 3), ("gru", 24, 38, 2 * K.CHUNK + 3),
+    # of 3 and every single step through the tiles; int8 too (scale and bias applied by
+    # the panels' path in the one multiply-add the tiles use)
+    ("rnn", 64, 38, 2 * K.CHUNK + 3, None), ("lstm", 24, 38, 2 * K.CHUNK + 3, None),
+    ("gru", 24, 38, 2 * K.CHUNK + 3, None), ("lstm", 24, 38, 2 * K.CHUNK + 3, "int8"),
+    ("gru", 24, 38, 2 * K.CHUNK + 3, "int8"),
 ])
-def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell, I, H, T):
+def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell, I, H, T, scheme):
     """The hoisting and the step-by-step kernels (chosen by step count and input width) agree."""
     # small weights: a contracting cell, so the oracle check below holds over all T steps
     layer, w = random_recurrent(np.random.default_rng(11), cell, I, H, scale=0.2)
@@ -119,6 +122,9 @@ def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell, I, H, 
         assert INPUT_PANELS_MIN < w["W"].size <= SMALL and w["W"].shape[1] % PANEL
         assert pack_input_panels(w["W"].transpose(0, 2, 1)).shape[1] > 0
     model = single_layer_model(layer)
+    if scheme:
+        model = quantize_model(model, scheme)
+        assert pack_input_panels(model.layers[0].params["W"].transpose(0, 2, 1)).shape[1] > 0
     x = np.random.default_rng(12).standard_normal((2, T, I)).astype(np.float32)
     assert K.hoisted(T, I) and not K.hoisted(K.HOIST_MIN_STEPS - 1, I) and not K.hoisted(T, K.FUSE_MAX_INPUT)
     whole = model.run(x)
@@ -129,7 +135,10 @@ def test_hoisted_and_step_by_step_input_products_give_the_same_bits(cell, I, H, 
     stepped = np.stack([s.step(x[:, t]) for t in range(T)], axis=1)
     np.testing.assert_array_equal(parts, whole)
     np.testing.assert_array_equal(stepped, whole)
-    np.testing.assert_allclose(whole, oracle_recurrent(layer, w, x)[0], atol=2e-5, rtol=1e-4)
+    # int8: against the float model holding its dequantized weights (itself checked against
+    # the oracle), as tests/test_quantize.py does
+    ref = dequantize_model(model).run(x) if scheme else oracle_recurrent(layer, w, x)[0]
+    np.testing.assert_allclose(whole, ref, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cell,acts", [

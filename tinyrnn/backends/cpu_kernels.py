@@ -251,12 +251,6 @@ def _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, nco
                i(col0), i(ncols))
 
 
-@njit(**HELPER)
-def _rows_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
-    """``_panel_product`` with every integer argument a run-time int64."""
-    i = np.int64
-    _panel_product(src, i(s0), i(s1), i(ds0), i(ds1), M, P, scale, dst, i(d0), i(d1), i(dd0), i(dd1),
-                   i(nrows), i(col0), i(ncols))
 
 
 @njit(**HELPER)
@@ -334,20 +328,35 @@ def _matvec(src, s0, s1, M, scale, bias, dst, d0, d1, col0, ncols):
 
 
 @njit(**RECURRENT)
-def _panel_product(src, s0, s1, ds0, ds1, M, P, scale, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
-    """dst[row r, cols] = src[row r] @ M[:, cols] (* scale[cols] for int8 M) for r < nrows.
-
-    Rows as in ``_panel_acc`` (``src[s0 + r*ds0, s1 + r*ds1]`` -> ``dst[d0 + r*dd0, d1 + r*dd1]``);
-    M must have panels. ``_matvec``'s arithmetic, for any number of rows.
-    """
+def _panel_product(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """dst[row r, cols] = src[row r] @ M[:, cols] for r < nrows: ``_panel_acc`` on zeroed rows."""
     for r in range(nrows):
         out = dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols]
         for j in range(ncols):
             out[j] = 0.0
     _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, ncols)
-    if scaled(M[0, 0]):
-        for r in range(nrows):
-            _finish(dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols], scale, None, col0)
+
+
+@njit(**HELPER)
+def _rows_product(src, s0, s1, ds0, ds1, M, P, scale, bias, dst, d0, d1, dd0, dd1, nrows, col0, ncols):
+    """dst[row r, cols] = src[row r] @ M[:, cols] (* scale[cols] for int8 M) (+ bias[cols]) for r < nrows.
+
+    Rows as in ``_panel_acc`` (``src[s0 + r*ds0, s1 + r*ds1]`` -> ``dst[d0 + r*dd0, d1 + r*dd1]``);
+    M must have panels; ``bias`` a float32 array or None. ``_matvec``'s arithmetic for any
+    number of rows: the same sums, then scale and bias in one pass (one fused multiply-add
+    for int8 M), so a row gets the same bits whichever path computes it. The sums are
+    ``_panel_product``'s, out of line with every integer a run-time int64 (one compile);
+    the pass is inlined here, where the types of ``scale`` and ``bias`` are known.
+    """
+    i = np.int64
+    _panel_product(src, i(s0), i(s1), i(ds0), i(ds1), M, P, dst, i(d0), i(d1), i(dd0), i(dd1),
+                   i(nrows), i(col0), i(ncols))
+    for r in range(nrows):
+        row = dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols]
+        if scaled(M[0, 0]):
+            _finish(row, scale, bias, col0)
+        else:
+            _finish(row, None, bias, col0)
 
 
 @njit(**HELPER)
@@ -357,8 +366,7 @@ def _tiles_serve(M, P, nrows):
     Panels serve a matrix larger than L1 (``SMALL``) and, for a smaller input matrix
     packed for its hoisted product (``packing.pack_input_panels``), four or more rows
     sharing each weight load; one to three rows of a small matrix are faster through
-    tiles. Both give the same bits for float weights, and int8 ones have panels only
-    above ``SMALL``, so the choice never changes a result.
+    tiles. Both give the same bits (``_rows_product``), so the choice never changes a result.
     """
     return P.shape[0] == 0 or (nrows < 4 and M.shape[0] * M.shape[1] <= SMALL)
 
@@ -368,8 +376,7 @@ def _matvec_p(src, s0, s1, M, P, scale, bias, dst, d0, d1, col0, ncols):
     """``_matvec`` for a recurrent layer's matrix M: through its panels P when it has them
     and is too large for L1 (see ``_tiles_serve``)."""
     if not _tiles_serve(M, P, 1):
-        _rows_product(src, s0, s1, 0, 0, M, P, scale, dst, d0, d1, 0, 0, 1, col0, ncols)
-        _finish(dst[d0, d1, col0:col0 + ncols], None, bias, col0)  # as _hoist adds it
+        _rows_product(src, s0, s1, 0, 0, M, P, scale, bias, dst, d0, d1, 0, 0, 1, col0, ncols)
     else:
         _matvec(src, s0, s1, M, scale, bias, dst, d0, d1, col0, ncols)
 
@@ -395,39 +402,27 @@ def _hoist(x, Wd, Wpd, bias, sW, lengths, s0, n, reverse, gx):
     t0 = T - 1 - s0 if reverse else s0
     dt = -1 if reverse else 1
     if n == 1:  # one step (a batched GRU step): the streams are the rows
-        _rows_product(x, 0, t0, 1, 0, Wd, Wpd, sW, gx, 0, 0, 1, 0, B, 0, GH)
+        _rows_product(x, 0, t0, 1, 0, Wd, Wpd, sW, bias, gx, 0, 0, 1, 0, B, 0, GH)
     else:
         for b in range(B):
-            _rows_product(x, b, t0, 0, dt, Wd, Wpd, sW, gx, b, 0, 0, 1, n, 0, GH)
-    for b in range(B):
-        for k in range(n):
-            _finish(gx[b, k], None, bias, 0)
+            _rows_product(x, b, t0, 0, dt, Wd, Wpd, sW, bias, gx, b, 0, 0, 1, n, 0, GH)
 
 
 @njit(**RECURRENT)
 def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
     """``_gates`` for every stream of step t at once, each large recurrent matrix walked once.
 
-    Same arithmetic per stream as ``_gates`` (see ``_panel_acc``), so a stream's
-    result does not depend on how many streams step with it. Rows of streams already
-    past their length are computed and not read. An int8 W that a lone stream's step
-    reads through register tiles is read so here too, stream by stream: the tiles apply
-    scale and bias in one multiply-add, the all-streams product rounds twice (an int8
-    LSTM 1->100 gave other bits for a batch of 5 than stream by stream). For float
-    weights both give the same bits, and all streams share each load of W.
+    Same arithmetic per stream as ``_gates`` (see ``_panel_acc`` and ``_rows_product``),
+    so a stream's result does not depend on how many streams step with it, even where a
+    lone stream's step reads W through register tiles. Rows of streams already past their
+    length are computed and not read.
     """
     B = gx.shape[0]
     GH = gx.shape[2]
     if fused:
-        if scaled(Wd[0, 0]) and _tiles_serve(Wd, Wpd, 1):  # as a lone stream's step: see below
-            for b in range(B):
-                _matvec_p(x, b, t, Wd, Wpd, sW, bias, gx, b, k, 0, GH)
-        else:
-            _rows_product(x, 0, t, 1, 0, Wd, Wpd, sW, gx, 0, k, 1, 0, B, 0, GH)
-            for b in range(B):
-                _finish(gx[b, k], None, bias, 0)
+        _rows_product(x, 0, t, 1, 0, Wd, Wpd, sW, bias, gx, 0, k, 1, 0, B, 0, GH)
     if scaled(Rd[0, 0]):
-        _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 0, GH)
+        _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, None, acc, 0, 0, 1, 0, B, 0, GH)
         for b in range(B):
             for j in range(GH):
                 gx[b, k, j] += acc[b, 0, j]
@@ -748,7 +743,7 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
             if BATCHED:
                 # each phase for all streams at once, each walking R once (see _panel_acc)
                 t = _time(s0 + o, T, reverse)
-                _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 0, GH if lbr else 2 * H)
+                _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, None, acc, 0, 0, 1, 0, B, 0, GH if lbr else 2 * H)
                 for b in range(B):
                     if t < lengths[b]:
                         if lbr:
@@ -756,7 +751,7 @@ def gru_sequence(x, lengths, W, R, Wp, Rp, V, cfg, d, h, y, gx, acc, m):
                         else:
                             _gru_gates_zr(gx, o, acc, b, d, h, rh, fa, bound, DEFAULT_ACTS)
                 if not lbr:
-                    _rows_product(rh, 0, 0, 1, 0, Rd, Rpd, sR, acc, 0, 0, 1, 0, B, 2 * H, H)
+                    _rows_product(rh, 0, 0, 1, 0, Rd, Rpd, sR, None, acc, 0, 0, 1, 0, B, 2 * H, H)
             for i in range(B if BATCHED else n):
                 b, k = (i, o) if BATCHED else (o, i)
                 t = _time(s0 + k, T, reverse)

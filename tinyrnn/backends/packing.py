@@ -156,11 +156,9 @@ def pack_input_panels(W: np.ndarray) -> np.ndarray:
     That pays for matrices well below L1's size: W and R compete for L1 and L2 (LSTM
     64->64: 64 KiB each, both read every step; 0.77x the time per step with W's panels).
     A step computed on its own still reads a small W through register tiles, which is
-    faster for one row and gives the same bits for float weights. int8 weights keep the
-    ``SMALL`` threshold: their tiles fuse scale and bias into one multiply-add where the
-    panels' path rounds twice, so both paths of a stream must take the same one.
+    faster for one row and gives the same bits (``cpu_kernels._rows_product``).
     """
-    return pack_panels(W, SMALL if W.dtype == np.int8 else INPUT_PANELS_MIN)
+    return pack_panels(W, INPUT_PANELS_MIN)
 
 
 def prepare(layer: Layer) -> dict:
