@@ -47,7 +47,7 @@ from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_REVERSE, CFG_YOFF, empty_aligned
 from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec, tile_matvec_affine
-from .weights import load, scaled
+from .weights import load, scale_of, scaled
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
 # "nnan"/"ninf": NaN and infinity must propagate as IEEE says (the NaN policy relies on it).
@@ -321,10 +321,7 @@ def _matvec(src, s0, s1, M, scale, bias, dst, d0, d1, col0, ncols):
     for j in range(ncols - done):
         rest[j] = 0.0
     _rows(src, s0, s1, M, dst, d0, d1, col0 + done, ncols - done)
-    if scaled(M[0, 0]):
-        _finish(rest, scale, bias, col0 + done)
-    else:
-        _finish(rest, None, bias, col0 + done)
+    _finish(rest, scale_of(M[0, 0], scale), bias, col0 + done)
 
 
 @njit(**RECURRENT)
@@ -352,11 +349,7 @@ def _rows_product(src, s0, s1, ds0, ds1, M, P, scale, bias, dst, d0, d1, dd0, dd
     _panel_product(src, i(s0), i(s1), i(ds0), i(ds1), M, P, dst, i(d0), i(d1), i(dd0), i(dd1),
                    i(nrows), i(col0), i(ncols))
     for r in range(nrows):
-        row = dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols]
-        if scaled(M[0, 0]):
-            _finish(row, scale, bias, col0)
-        else:
-            _finish(row, None, bias, col0)
+        _finish(dst[d0 + r * dd0, d1 + r * dd1, col0:col0 + ncols], scale_of(M[0, 0], scale), bias, col0)
 
 
 @njit(**HELPER)

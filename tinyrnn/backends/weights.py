@@ -73,6 +73,23 @@ def _scaled(w):
     return lambda w: False
 
 
+def scale_of(w, scale):
+    """``scale`` when weights of w's dtype carry per-column scales (int8), else None.
+
+    Decided by the type in compiled code (the overload below), so a caller passes the
+    result straight on (``cpu_kernels._finish``) and numba types only the arm it needs,
+    where ``if scaled(w)`` types and lowers both; the Python body serves the CUDA simulator.
+    """
+    return scale if scaled(w) else None
+
+
+@overload(scale_of)
+def _scale_of(w, scale):
+    if isinstance(w, types.Integer) and w.bitwidth == 8:
+        return lambda w, scale: scale
+    return lambda w, scale: None
+
+
 def kernel_view(array: np.ndarray) -> np.ndarray:
     """The array a kernel receives for a stored weight: float16 becomes its uint16 bits."""
     if array.dtype == np.float16:
