@@ -251,8 +251,6 @@ def _panels(src, s0, s1, ds0, ds1, M, P, dst, d0, d1, dd0, dd1, nrows, col0, nco
                i(col0), i(ncols))
 
 
-
-
 @njit(**HELPER)
 def _matvec_acc(src, s0, s1, M, dst, d0, d1, col0, ncols):
     """dst[d0, d1, col0:col0+ncols] += src[s0, s1, :] @ M[:, col0:col0+ncols], M unpacked.
