@@ -223,3 +223,6 @@ def test_a_model_without_projection_peepholes_or_int8_compiles_none_of_them():
     # the int8 recurrent product is an overload picked by R's dtype
     assert K._ol_add_hR(None, None, None, nbtypes.float32[:, ::1], *[None] * 5).__name__ == "direct"
     assert K._ol_add_hR(None, None, None, nbtypes.int8[:, ::1], *[None] * 5).__name__ == "through_acc"
+    # and so is the batched kernels' (every stream at once)
+    assert K._ol_add_hR_all(None, None, nbtypes.float32[:, ::1], *[None] * 5).__name__ == "direct"
+    assert K._ol_add_hR_all(None, None, nbtypes.int8[:, ::1], *[None] * 5).__name__ == "through_acc"

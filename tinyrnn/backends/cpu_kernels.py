@@ -412,13 +412,7 @@ def _gates_batch(x, t, h, d, Wd, Rd, Wpd, Rpd, bias, sW, sR, gx, k, acc, fused):
     GH = gx.shape[2]
     if fused:
         _rows_product(x, 0, t, 1, 0, Wd, Wpd, sW, bias, gx, 0, k, 1, 0, B, 0, GH)
-    if scaled(Rd[0, 0]):
-        _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, None, acc, 0, 0, 1, 0, B, 0, GH)
-        for b in range(B):
-            for j in range(GH):
-                gx[b, k, j] += acc[b, 0, j]
-    else:
-        _panels(h, 0, d, 1, 0, Rd, Rpd, gx, 0, k, 1, 0, B, 0, GH)
+    _add_hR_all(h, d, Rd, Rpd, sR, gx, k, acc)
 
 
 @njit(**HELPER)
@@ -456,6 +450,27 @@ def _ol_add_hR(h, b, d, Rd, Rpd, sR, gx, k, acc):
 
     def direct(h, b, d, Rd, Rpd, sR, gx, k, acc):
         _product(h, b, d, Rd, Rpd, gx, b, k, 0, gx.shape[2])
+    return direct
+
+
+def _add_hR_all(h, d, Rd, Rpd, sR, gx, k, acc):
+    """``_add_hR`` for every stream b at once, Rd read through its panels (``_gates_batch``)."""
+
+
+@overload(_add_hR_all, inline="always")
+def _ol_add_hR_all(h, d, Rd, Rpd, sR, gx, k, acc):
+    if isinstance(Rd.dtype, nbtypes.Integer) and Rd.dtype.bitwidth == 8:
+        def through_acc(h, d, Rd, Rpd, sR, gx, k, acc):
+            B, _, GH = gx.shape
+            _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, None, acc, 0, 0, 1, 0, B, 0, GH)
+            for b in range(B):
+                for j in range(GH):
+                    gx[b, k, j] += acc[b, 0, j]
+        return through_acc
+
+    def direct(h, d, Rd, Rpd, sR, gx, k, acc):
+        B, _, GH = gx.shape
+        _panels(h, 0, d, 1, 0, Rd, Rpd, gx, 0, k, 1, 0, B, 0, GH)
     return direct
 
 
