@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyrnn.cells.math import _ratio
+
 C = 7.9  # beyond this float32 tanh is within 1.2e-7 of +-1
 
 
@@ -39,17 +41,11 @@ def fit(p_degree: int = 5, q_degree: int = 4, clamp: float = C, iters: int = 60)
 
 
 def evaluate(p, q, x, clamp: float = C):
-    """The float32 evaluation the kernels perform (``tinyrnn.cells.math._ratio``)."""
+    """The float32 evaluation the kernels perform: ``tinyrnn.cells.math._ratio`` itself,
+    its Python body run by numpy on float32 arrays (without the multiply-adds LLVM fuses)."""
     f = np.float32
     x = np.clip(np.asarray(x, f), -f(clamp), f(clamp))
-    p0, p1, p2, p3, p4, p5 = (f(c) for c in p)
-    q1, q2, q3, q4 = (f(c) for c in q[1:])
-    z = x * x
-    z2 = z * z
-    b = (p5 * z2 + (p4 * z + p3)) * z2 + (p2 * z + p1)
-    num = (x * z) * b + p0 * x
-    den = ((q4 * z + q3) * z2 + (q2 * z + q1)) * z + f(1)
-    return (num / den).astype(f)
+    return _ratio.py_func(x, *(f(c) for c in p), *(f(c) for c in q[1:])).astype(f)
 
 
 if __name__ == "__main__":
