@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import pytest
-from builders import oracle_recurrent, random_recurrent, single_layer_model
+from builders import oracle_recurrent, random_recurrent, random_state, single_layer_model
 from numba import njit
 from numba import types as nbtypes
 from numba.core.compiler import Flags
@@ -22,6 +22,7 @@ from numba.core.compiler import Flags
 from tinyrnn.backends import cpu_kernels as K
 from tinyrnn.backends.packing import INPUT_PANELS_MIN, PANEL, pack_input_panels
 from tinyrnn.backends.simd import SMALL
+from tinyrnn.layers import Recurrent
 from tinyrnn.quantize import dequantize_model, quantize_model
 
 UNCACHED = dict(K.KERNEL, cache=False)
@@ -163,6 +164,38 @@ def test_both_loop_orders_with_any_activations_match_the_oracle(cell, acts):
     for b in (0, 3):  # one stream, unbatched: T steps (hoisted) and a short one (step by step)
         alone = model.run(x[b:b + 1, :lengths[b]])
         np.testing.assert_allclose(alone[0], ref[b, :lengths[b]], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("B", [1, K.BATCH_BLOCK_MIN + 1])
+def test_a_saturated_forget_gate_keeps_the_state_bit_for_bit(cell, B):
+    """An LSTM forget gate (input gate shut) or a GRU update gate driven far past the
+    activation's clamp is exactly 1, so the cell (hidden) state is kept exactly, step by
+    step and hoisted, for as long as the stream runs (cells/math.py: no select needed)."""
+    rng = np.random.default_rng(12)
+    I, H = 3, 20  # two vector blocks of units and a remainder
+    G = 4 if cell == "lstm" else 3
+    W = rng.normal(0, 0.1, (1, G * H, I)).astype(np.float32)
+    R = rng.normal(0, 0.1, (1, G * H, H)).astype(np.float32)
+    Bias = rng.normal(0, 0.1, (1, 2 * G * H)).astype(np.float32)
+    if cell == "lstm":  # ONNX order i, o, f, c: i shut (0), f open (1)
+        Bias[0, 0:H], Bias[0, 2 * H:3 * H] = -40, 40
+    else:  # z, r, h: z = 1 keeps h
+        Bias[0, 0:H] = 40
+    layer = Recurrent.from_onnx(cell, "rec", W, R, Bias)
+    model = single_layer_model(layer)
+    state = random_state(rng, layer, B)
+    x = rng.uniform(-1, 1, (B, K.HOIST_MIN_STEPS + 40, I)).astype(np.float32)
+    kept = "rec.c" if cell == "lstm" else "rec.h"
+    for path in ("process", "step"):
+        s = model.stream(batch=B)
+        s.state = state
+        if path == "process":
+            s.process(x)
+        else:
+            for t in range(x.shape[1]):
+                s.step(x[:, t])
+        np.testing.assert_array_equal(s.state[kept], state[kept])
 
 
 @pytest.mark.parametrize("cell,scheme,config", [

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
 
 from tinyrnn.cells import math as M
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import fit_tanh  # noqa: E402  (the tool that picked the clamp: its contraction enumeration)
 
 
 @njit
@@ -45,7 +51,46 @@ def test_nan_and_infinity(code):
     y = _eval(code, np.array([np.nan, np.inf, -np.inf], np.float32))
     assert np.isnan(y[0])
     lo = -1.0 if code == 0 else 0.0
-    np.testing.assert_allclose(y[1:], [1.0, lo], atol=2e-7)
+    np.testing.assert_array_equal(y[1:], [1.0, lo])
+
+
+@pytest.mark.parametrize("code", [0, 1])
+def test_saturated_values_are_exact(code):
+    """From the clamp on, tanh is exactly +-1 and sigmoid exactly 1 and 0, as float32
+    references give them far enough out: a forget gate of 1 keeps the cell state as it is."""
+    c = M._TANH_CLAMP if code == 0 else M._SIG_CLAMP
+    x = np.array([c, np.nextafter(c, np.float32(np.inf)), 9.0, 16.0, 17.0, 50.0, 3e38], np.float32)
+    x = x[x >= c]
+    np.testing.assert_array_equal(_eval(code, x), np.ones(x.size, np.float32))
+    np.testing.assert_array_equal(_eval(code, -x), np.full(x.size, -1.0 if code == 0 else 0.0, np.float32))
+    below = np.nextafter(c, np.float32(0))
+    assert _eval(code, np.array([below], np.float32))[0] <= 1.0
+
+
+def _shipped(sig: bool):
+    if sig:
+        return [M._SP0, M._SP1, M._SP2, M._SP3, M._SP4, M._SP5], [M._ONE, M._SQ1, M._SQ2, M._SQ3, M._SQ4]
+    return [M._ONE, M._P1, M._P2, M._P3, M._P4, M._P5], [M._ONE, M._Q1, M._Q2, M._Q3, M._Q4]
+
+
+def test_the_clamp_saturates_exactly_however_the_compiler_fuses_multiply_adds():
+    """Why the kernels need no select at the clamp: the ratio there is exactly 1 (tanh) and
+    exactly 1/2 (sigmoid, at twice the clamp) under each of its 768 contractions, in exact
+    arithmetic too, and none exceeds those just below the clamp. (``python
+    tools/fit_tanh.py`` scans [7, 8.5) for the clamp; this re-checks the shipped one.)"""
+    t_expr, t_choices = fit_tanh.contractions(*_shipped(False))
+    s_expr, s_choices = fit_tanh.contractions(*_shipped(True))
+    assert len(t_choices) == len(s_choices) == 768
+    c = M._TANH_CLAMP
+    near = (np.array([c], np.float32).view(np.int32)[0] - np.arange(1, 4001)).astype(np.int32).view(np.float32)
+    for fused in t_choices:
+        assert fit_tanh._eval(t_expr, c, fused) == 1
+        assert fit_tanh._eval(t_expr, near, fused).max() <= 1
+    for fused in s_choices:
+        assert fit_tanh._eval(s_expr, M._SIG_CLAMP, fused) == 0.5
+        assert fit_tanh._eval(s_expr, 2 * near, fused).max() <= 0.5
+    for fused in t_choices[::7]:  # the float64 emulation's double rounding, ruled out
+        assert fit_tanh._eval(t_expr, float(c), fused, exact=True) == 1
 
 
 @njit

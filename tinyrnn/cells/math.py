@@ -84,8 +84,12 @@ RECIPROCAL = 20
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _INLINE = dict(_JIT, inline="always")
 
-# tanh(x) ~ x * P(x^2) / Q(x^2), clamped at +-7.9 (see tools/fit_tanh.py)
-_TANH_CLAMP = np.float32(7.9)
+# tanh(x) ~ x * P(x^2) / Q(x^2), clamped at +-7.983416 (see tools/fit_tanh.py): the first
+# float32 past 7.9 where x * P / Q is exactly 1.0 under every way the compiler may fuse its
+# multiply-adds, and never above 1 before it. So tanh is exactly +-1 from the clamp on, and
+# sigmoid, the same evaluation at x/2, exactly 1 and 0, without a select after the division
+# (one per end cost a per-sample LSTM step 6-8%: more live constants, spilled registers).
+_TANH_CLAMP = np.float32(7.983416)
 _P1 = np.float32(0.137298524)
 _P2 = np.float32(0.00393125415)
 _P3 = np.float32(2.93021858e-05)
@@ -102,7 +106,9 @@ _INF = np.float32(np.inf)
 
 
 # sigmoid(x) = 1/2 + tanh(x/2)/2 = 1/2 + x * (p(x^2/4)/4) / q(x^2/4): the same fit with
-# its coefficients scaled by powers of two (exact), clamped at twice tanh's clamp.
+# its coefficients scaled by powers of two, clamped at twice tanh's clamp. Every step of
+# the evaluation is then tanh's scaled by a power of two, so it rounds the same: sigmoid's
+# ratio at 2x is exactly half of tanh's at x (tests/test_math.py checks the bits).
 _SIG_CLAMP = np.float32(2) * _TANH_CLAMP
 _SP0 = np.float32(0.25)
 _SP1, _SP2, _SP3, _SP4, _SP5 = (np.float32(c / 4.0 ** (k + 2)) for k, c in enumerate((_P1, _P2, _P3, _P4, _P5)))
@@ -138,11 +144,8 @@ def _tanh_within(x, bound):
     # min/max, not selects: see ``clip``. A NaN passes through (Python's max/min keep the
     # first argument unless the second compares greater/smaller).
     x = min(max(x, -bound), bound)
-    r = _ratio(x, _ONE, _P1, _P2, _P3, _P4, _P5, _Q1, _Q2, _Q3, _Q4)
-    # At the clamp return exactly +-1 (true tanh is within 3e-7 of it there), so that a
-    # saturated gate is exactly 0 or 1, as references compute it, not 2e-7 away.
-    r = _ONE if x == _TANH_CLAMP else r
-    return -_ONE if x == -_TANH_CLAMP else r
+    # Exactly +-1 at the clamp (true tanh is within 2.3e-7 of it there) by the clamp's choice.
+    return _ratio(x, _ONE, _P1, _P2, _P3, _P4, _P5, _Q1, _Q2, _Q3, _Q4)
 
 
 @njit(**_INLINE)
@@ -159,9 +162,9 @@ def sigmoid(x):
 def _sigmoid_within(x, bound):
     """sigmoid(clip(x, bound)) for ``bound`` <= the clamp (see ``gate_f``)."""
     x = min(max(x, -bound), bound)
-    r = _HALF + _ratio(x, _SP0, _SP1, _SP2, _SP3, _SP4, _SP5, _SQ1, _SQ2, _SQ3, _SQ4)
-    r = _ONE if x == _SIG_CLAMP else r  # exactly 1 and 0 when saturated, as tanh's +-1
-    return _ZERO if x == -_SIG_CLAMP else r
+    # At +-the clamp the ratio is exactly +-0.5 (tanh's 1.0, halved exactly), so a saturated
+    # gate is exactly 1 or 0, as references compute it: a forget gate of 1 keeps the cell.
+    return _HALF + _ratio(x, _SP0, _SP1, _SP2, _SP3, _SP4, _SP5, _SQ1, _SQ2, _SQ3, _SQ4)
 
 
 @njit(**_JIT)
