@@ -166,24 +166,36 @@ def test_both_loop_orders_with_any_activations_match_the_oracle(cell, acts):
         np.testing.assert_allclose(alone[0], ref[b, :lengths[b]], atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("B", [1, K.BATCH_BLOCK_MIN + 1])
-def test_a_saturated_forget_gate_keeps_the_state_bit_for_bit(cell, B):
+@pytest.mark.parametrize("cell,B,extra,scheme", [
+    ("lstm", 1, {}, None), ("lstm", K.BATCH_BLOCK_MIN + 1, {}, None), ("gru", 1, {}, None),
+    ("gru", K.BATCH_BLOCK_MIN + 1, {"linear_before_reset": 1}, None),
+    ("lstm", 1, {"peepholes": True}, None), ("lstm", 1, {"input_forget": 1}, None),
+    ("lstm", 1, {"proj": 8}, None), ("lstm", 1, {}, "int8"), ("gru", 1, {}, "fp16"),
+])
+def test_a_saturated_forget_gate_keeps_the_state_bit_for_bit(cell, B, extra, scheme):
     """An LSTM forget gate (input gate shut) or a GRU update gate driven far past the
     activation's clamp is exactly 1, so the cell (hidden) state is kept exactly, step by
-    step and hoisted, for as long as the stream runs (cells/math.py: no select needed)."""
+    step and hoisted, for as long as the stream runs. The unit loops have no select for
+    it (cells/math.py): this checks the compiled kernels of each variant, whose flags let
+    LLVM reorder the arithmetic."""
     rng = np.random.default_rng(12)
     I, H = 3, 20  # two vector blocks of units and a remainder
     G = 4 if cell == "lstm" else 3
+    config = dict(extra)
+    Hr = config.pop("proj", 0) or H
     W = rng.normal(0, 0.1, (1, G * H, I)).astype(np.float32)
-    R = rng.normal(0, 0.1, (1, G * H, H)).astype(np.float32)
+    R = rng.normal(0, 0.1, (1, G * H, Hr)).astype(np.float32)
     Bias = rng.normal(0, 0.1, (1, 2 * G * H)).astype(np.float32)
+    P = rng.normal(0, 0.1, (1, 3 * H)).astype(np.float32) if config.pop("peepholes", False) else None
+    proj = rng.normal(0, 0.1, (1, Hr, H)).astype(np.float32) if Hr != H else None
     if cell == "lstm":  # ONNX order i, o, f, c: i shut (0), f open (1)
         Bias[0, 0:H], Bias[0, 2 * H:3 * H] = -40, 40
     else:  # z, r, h: z = 1 keeps h
         Bias[0, 0:H] = 40
-    layer = Recurrent.from_onnx(cell, "rec", W, R, Bias)
+    layer = Recurrent.from_onnx(cell, "rec", W, R, Bias, P=P, proj=proj, **config)
     model = single_layer_model(layer)
+    if scheme:
+        model = quantize_model(model, scheme)
     state = random_state(rng, layer, B)
     x = rng.uniform(-1, 1, (B, K.HOIST_MIN_STEPS + 40, I)).astype(np.float32)
     kept = "rec.c" if cell == "lstm" else "rec.h"

@@ -87,8 +87,10 @@ def _sites(node, seen=None):
 def contractions(p, q):
     """(expression, choices): ``_ratio`` with coefficients p, q as a recorded expression of
     ``x``, and every way LLVM (or NVVM) may contract it, as {sum node: product operand fused
-    into it, or None}. Contraction is the only freedom IEEE float32 leaves a compiler here
-    (no reassociation without fast-math), so these evaluations are all the kernels can give."""
+    into it, or None}. Contraction is the only freedom IEEE arithmetic leaves a compiler;
+    the CPU kernels also allow reassociation (``cpu_kernels.FASTMATH``), which is not
+    enumerated here: tests/test_math.py and tests/test_cpu_kernels.py check the compiled
+    code's saturation directly."""
     f = np.float32
     x = _Op("x")
     expr = _ratio.py_func(x, *(f(c) for c in p), *(f(c) for c in q[1:]))
@@ -98,26 +100,24 @@ def contractions(p, q):
 
 
 def _eval(node, x, fused, exact=False):
-    """float32 value of ``node`` at x under one contraction choice; ``exact``: x a float and
-    every rounding done from exact rationals (checks the float64 emulation's double rounding)."""
+    """float32 value of ``node`` at x (a float32 or an array of them) under one contraction
+    choice. ``exact``: x one float, every rounding done from exact rationals (this checks
+    the float64 emulation of a fused multiply-add, which can round twice at a tie)."""
     if not isinstance(node, _Op):
         return Fraction(float(node)) if exact else np.float32(node)
     if node.op == "x":
         return Fraction(float(x)) if exact else x
-    rnd = _round_exact if exact else (lambda v: v.astype(np.float32) if hasattr(v, "astype") else np.float32(v))
-    if node.op == "+" and fused.get(node) is not None:
-        m = fused[node]
+    m = fused.get(node) if node.op == "+" else None
+    if m is not None:  # a * b + c, rounded once
         c = node.b if m is node.a else node.a
         a, b, c = (_eval(n, x, fused, exact) for n in (m.a, m.b, c))
         if exact:
-            return rnd(a * b + c)
-        # float32 products are exact in float64; the sum rounds twice only at rare ties
-        return rnd(np.float64(a) * np.float64(b) + np.float64(c)) if np.ndim(x) == 0 else \
-            rnd(np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64))
+            return _round_exact(a * b + c)
+        f64 = [np.asarray(v, np.float64) for v in (a, b, c)]  # float32 products are exact in float64
+        return (f64[0] * f64[1] + f64[2]).astype(np.float32)
     a, b = _eval(node.a, x, fused, exact), _eval(node.b, x, fused, exact)
-    if exact:
-        return rnd({"*": a * b, "+": a + b, "/": a / b}[node.op])
-    return {"*": a * b, "+": a + b, "/": a / b}[node.op]
+    r = {"*": lambda: a * b, "+": lambda: a + b, "/": lambda: a / b}[node.op]()
+    return _round_exact(r) if exact else r
 
 
 def _round_exact(v: Fraction) -> Fraction:
