@@ -80,7 +80,8 @@ def _sites(node, seen=None):
     seen = {} if seen is None else seen
     if isinstance(node, _Op) and id(node) not in seen:
         seen[id(node)] = node
-        _sites(node.a, seen), _sites(node.b, seen)
+        _sites(node.a, seen)
+        _sites(node.b, seen)
     return [n for n in seen.values() if n.op == "+" and any(isinstance(o, _Op) and o.op == "*" for o in (n.a, n.b))]
 
 
