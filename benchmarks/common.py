@@ -129,7 +129,8 @@ def tinyrnn_from_torch(module):
 
 def onnx_recurrent_session(module, seq_len=None):
     """An onnxruntime session (one thread) running an ONNX LSTM/GRU node with the module's
-    weights. Inputs X (T, 1, I), initial_h (and initial_c); outputs Y, Y_h (and Y_c)."""
+    weights. Inputs X (T, B, I), initial_h (and initial_c) (1, B, H); outputs Y, Y_h (and
+    Y_c). B is left symbolic, so one session serves a single stream and a batch."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -139,16 +140,16 @@ def onnx_recurrent_session(module, seq_len=None):
     I, H = module.input_size, module.hidden_size
     op = {torch.nn.LSTM: "LSTM", torch.nn.GRU: "GRU", torch.nn.RNN: "RNN"}[type(module)]
     lstm = op == "LSTM"
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [seq_len or "T", 1, I]),
-              helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, 1, H])]
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [seq_len or "T", "B", I]),
+              helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, "B", H])]
     node_in = ["X", "W", "R", "B", "", "initial_h"]
-    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [seq_len or "T", 1, 1, H]),
-               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, 1, H])]
+    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [seq_len or "T", 1, "B", H]),
+               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, "B", H])]
     node_out = ["Y", "Y_h"]
     if lstm:
-        inputs.append(helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, 1, H]))
+        inputs.append(helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, "B", H]))
         node_in.append("initial_c")
-        outputs.append(helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, 1, H]))
+        outputs.append(helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, "B", H]))
         node_out.append("Y_c")
     attrs = {"hidden_size": H}
     if op == "GRU":

@@ -16,8 +16,9 @@ faster. Workloads, as in the performance issue:
   rtneural  stream.process per step for LSTM 1->32, GRU 1->16, LSTM 64->64 against the
             published RTNeural (Eigen, -O3 -march=native) times on this machine kind
   run       offline, B = 1, T = 1000, LSTM 256: model.run vs nn.LSTM forward vs onnxruntime
-  batch     64 streams of LSTM 256 stepping together vs nn.LSTM batch 64 one step; and the
-            same 64 streams split over two threads (kernels release the GIL)
+  batch     64 streams of LSTM 256 stepping together vs nn.LSTM batch 64 one step and an
+            onnxruntime LSTM node with batch 64; and the same 64 streams split over two
+            threads (kernels release the GIL)
   quant     int8 and fp16 weights against float32, LSTM 256/512/1024, one step
   startup   a new process: import, load a model, first step (numba cache warm, and cold),
             against `import torch` + first step and an onnxruntime session + first run
@@ -197,7 +198,17 @@ def bench_batch(H: int = 256, B: int = 64) -> tuple[dict, dict]:
             state[:] = [h, c]
         return h
 
-    _agree(model.stream(batch=B).step(x), module(xt)[0].detach().numpy(), "batch torch")
+    sess = onnx_recurrent_session(module, seq_len=1)  # B symbolic: one session, 64 streams
+    feeds = {"X": x[None], "initial_h": np.zeros((1, B, H), np.float32), "initial_c": np.zeros((1, B, H), np.float32)}
+
+    def ort():
+        _, h, c = sess.run(None, feeds)
+        feeds["initial_h"], feeds["initial_c"] = h, c
+        return h
+
+    first = model.stream(batch=B).step(x)
+    _agree(first, module(xt)[0].detach().numpy(), "batch torch")
+    _agree(first, sess.run(None, feeds)[0].reshape(B, H), "batch onnxruntime")
     # two threads, each stepping its own 32 streams 200 times; compare with one thread
     # stepping both halves in turn (same work)
     steps = 200
@@ -223,7 +234,7 @@ def bench_batch(H: int = 256, B: int = 64) -> tuple[dict, dict]:
     t = interleaved_rounds({"serial": serial, "parallel": parallel}, round_time=0.2, min_rounds=8)
     t1, t2 = min(t["serial"]) / steps, min(t["parallel"]) / steps
     speedup = float(np.median(np.array(t["serial"]) / np.array(t["parallel"])))
-    return (interleaved_times({"tinyrnn": tiny, "torch": tor}),
+    return (interleaved_times({"tinyrnn": tiny, "torch": tor, "onnxruntime": ort}),
             {"one thread": t1, "two threads": t2, "speed-up": speedup})
 
 
