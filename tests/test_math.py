@@ -34,6 +34,11 @@ def _eval(code, x, flags="plain"):
     return out
 
 
+def _floats_below(c, n=4000):
+    """The n float32 values just below c (> 0), nearest first."""
+    return (np.array([c], np.float32).view(np.int32)[0] - np.arange(1, n + 1)).astype(np.int32).view(np.float32)
+
+
 @pytest.mark.parametrize("flags", list(_MAPS))
 def test_tanh_error_bound(flags):
     x = np.linspace(-12, 12, 400_001).astype(np.float32)
@@ -75,7 +80,7 @@ def test_saturated_values_are_exact(code, flags):
     lo = -1.0 if code == 0 else 0.0
     np.testing.assert_array_equal(_eval(code, x, flags), np.ones(x.size, np.float32))
     np.testing.assert_array_equal(_eval(code, -x, flags), np.full(x.size, lo, np.float32))
-    below = (np.array([c], np.float32).view(np.int32)[0] - np.arange(1, 4001)).astype(np.int32).view(np.float32)
+    below = _floats_below(c)
     assert _eval(code, below, flags).max() <= 1.0 and _eval(code, -below, flags).min() >= lo
 
 
@@ -96,15 +101,21 @@ def test_the_clamp_saturates_exactly_however_the_compiler_fuses_multiply_adds():
     s_expr, s_choices = fit_tanh.contractions(*_shipped(True))
     assert len(t_choices) == len(s_choices) == 768
     c = M._TANH_CLAMP
-    near = (np.array([c], np.float32).view(np.int32)[0] - np.arange(1, 4001)).astype(np.int32).view(np.float32)
+    near = _floats_below(c)
     for fused in t_choices:
-        assert fit_tanh._eval(t_expr, c, fused) == 1
-        assert fit_tanh._eval(t_expr, near, fused).max() <= 1
+        assert fit_tanh.evaluate_contracted(t_expr, c, fused) == 1
+        assert fit_tanh.evaluate_contracted(t_expr, near, fused).max() <= 1
     for fused in s_choices:
-        assert fit_tanh._eval(s_expr, M._SIG_CLAMP, fused) == 0.5
-        assert fit_tanh._eval(s_expr, 2 * near, fused).max() <= 0.5
+        assert fit_tanh.evaluate_contracted(s_expr, M._SIG_CLAMP, fused) == 0.5
+        assert fit_tanh.evaluate_contracted(s_expr, 2 * near, fused).max() <= 0.5
     for fused in t_choices[::7]:  # the float64 emulation's double rounding, ruled out
-        assert fit_tanh._eval(t_expr, float(c), fused, exact=True) == 1
+        assert fit_tanh.evaluate_contracted(t_expr, float(c), fused, exact=True) == 1
+    # sigmoid's ratio at 2x is tanh's at x halved, bit for bit, under the same contraction
+    # (the two expressions have one shape, so their choices pair up in order)
+    x = np.linspace(-c, c, 10_001).astype(np.float32)
+    for ft, fs in zip(t_choices[::31], s_choices[::31]):
+        np.testing.assert_array_equal(fit_tanh.evaluate_contracted(s_expr, 2 * x, fs),
+                                      fit_tanh.evaluate_contracted(t_expr, x, ft) / 2)
 
 
 @njit

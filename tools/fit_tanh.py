@@ -100,8 +100,8 @@ def contractions(p, q):
     return expr, [dict(zip(sites, pick)) for pick in itertools.product(*options)]
 
 
-def _eval(node, x, fused, exact=False):
-    """float32 value of ``node`` at x (a float32 or an array of them) under one contraction
+def evaluate_contracted(node, x, fused, exact=False):
+    """float32 value of ``node`` (from ``contractions``) at x (a float32 or an array of them) under one contraction
     choice. ``exact``: x one float, every rounding done from exact rationals (this checks
     the float64 emulation of a fused multiply-add, which can round twice at a tie)."""
     if not isinstance(node, _Op):
@@ -111,12 +111,12 @@ def _eval(node, x, fused, exact=False):
     m = fused.get(node) if node.op == "+" else None
     if m is not None:  # a * b + c, rounded once
         c = node.b if m is node.a else node.a
-        a, b, c = (_eval(n, x, fused, exact) for n in (m.a, m.b, c))
+        a, b, c = (evaluate_contracted(n, x, fused, exact) for n in (m.a, m.b, c))
         if exact:
             return _round_exact(a * b + c)
         f64 = [np.asarray(v, np.float64) for v in (a, b, c)]  # float32 products are exact in float64
         return (f64[0] * f64[1] + f64[2]).astype(np.float32)
-    a, b = _eval(node.a, x, fused, exact), _eval(node.b, x, fused, exact)
+    a, b = evaluate_contracted(node.a, x, fused, exact), evaluate_contracted(node.b, x, fused, exact)
     r = {"*": lambda: a * b, "+": lambda: a + b, "/": lambda: a / b}[node.op]()
     return _round_exact(r) if exact else r
 
@@ -139,25 +139,25 @@ def saturation_clamp(p, q, start: float = C, stop: float = 8.5, below: float = 7
     all_one = np.ones(xs.size, bool)
     most = np.full(xs.size, -np.inf, np.float32)
     for fused in choices:
-        r = _eval(expr, xs, fused)
+        r = evaluate_contracted(expr, xs, fused)
         all_one &= r == 1
         most = np.maximum(most, r)
     exceeded = np.maximum.accumulate(most > 1)
     for i in np.flatnonzero(all_one & (xs >= np.float32(start)) & ~exceeded):
-        if all(_eval(expr, float(xs[i]), fused, exact=True) == 1 for fused in choices):
+        if all(evaluate_contracted(expr, float(xs[i]), fused, exact=True) == 1 for fused in choices):
             return xs[i]
     raise ValueError(f"no float32 in [{start}, {stop}) saturates exactly under every contraction")
 
 
 if __name__ == "__main__":
     p, q = fit()
-    xs = np.linspace(-12, 12, 8_000_001).astype(np.float32)
-    ref = np.tanh(xs.astype(np.float64))
-    y = evaluate(p, q, xs)
-    small = (np.abs(xs) < 0.5) & (xs != 0)
     print("P =", ", ".join(f"{c:.9g}" for c in p))
     print("Q =", ", ".join(f"{c:.9g}" for c in q))
-    print(f"max abs error {np.abs(y - ref).max():.3g}, max rel error for |x| < 0.5 "
-          f"{(np.abs(y - ref)[small] / np.abs(ref[small])).max():.3g}, max |tanh| {np.abs(y).max()}")
     clamp = saturation_clamp(p, q)
     print(f"clamp {clamp!r} ({len(contractions(p, q)[1])} contractions, all exactly 1.0 there)")
+    xs = np.linspace(-12, 12, 8_000_001).astype(np.float32)
+    ref = np.tanh(xs.astype(np.float64))
+    y = evaluate(p, q, xs, clamp)
+    small = (np.abs(xs) < 0.5) & (xs != 0)
+    print(f"with that clamp: max abs error {np.abs(y - ref).max():.3g}, max rel error for |x| < 0.5 "
+          f"{(np.abs(y - ref)[small] / np.abs(ref[small])).max():.3g}, max |tanh| {np.abs(y).max()}")
