@@ -4,8 +4,9 @@
 
 Each group times tinyrnn, torch and onnxruntime on the same weights (one thread each), so
 pytest-benchmark's table shows them side by side; ``benchmarks/compare.py`` prints the same
-workloads as ratios. Not part of the test suite (``testpaths`` is ``tests``; the project's
-pytest options skip benchmarks unless ``--benchmark-only`` is given).
+workloads as ratios. Not timed in the test run (``testpaths`` is ``tests``; the project's
+pytest options skip benchmarks unless ``--benchmark-only`` is given), but run there once,
+untimed, by ``tests/test_benchmarks.py``, so a benchmark that breaks is noticed.
 """
 
 from __future__ import annotations
