@@ -47,7 +47,7 @@ from .. import _cache  # noqa: F401  (before any cache=True function is defined)
 from ..cells.math import act, gru_gate, gru_unit, lstm_unit, rnn_unit
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_REVERSE, CFG_YOFF, empty_aligned
 from .simd import SMALL, panels_matvec, tile_matmat4, tile_matvec, tile_matvec_affine
-from .weights import load, scale_of, scaled
+from .weights import load, scale_of, scaled, scaled_type
 
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise reductions. No
 # "nnan"/"ninf": NaN and infinity must propagate as IEEE says (the NaN policy relies on it).
@@ -440,7 +440,7 @@ def _add_hR(h, b, d, Rd, Rpd, sR, gx, k, acc):
 
 @overload(_add_hR, inline="always")
 def _ol_add_hR(h, b, d, Rd, Rpd, sR, gx, k, acc):
-    if isinstance(Rd.dtype, nbtypes.Integer) and Rd.dtype.bitwidth == 8:
+    if scaled_type(Rd.dtype):
         def through_acc(h, b, d, Rd, Rpd, sR, gx, k, acc):
             GH = gx.shape[2]
             _matvec_p(h, b, d, Rd, Rpd, sR, None, acc, b, 0, 0, GH)
@@ -459,7 +459,7 @@ def _add_hR_all(h, d, Rd, Rpd, sR, gx, k, acc):
 
 @overload(_add_hR_all, inline="always")
 def _ol_add_hR_all(h, d, Rd, Rpd, sR, gx, k, acc):
-    if isinstance(Rd.dtype, nbtypes.Integer) and Rd.dtype.bitwidth == 8:
+    if scaled_type(Rd.dtype):
         def through_acc(h, d, Rd, Rpd, sR, gx, k, acc):
             B, _, GH = gx.shape
             _rows_product(h, 0, d, 1, 0, Rd, Rpd, sR, None, acc, 0, 0, 1, 0, B, 0, GH)

@@ -29,6 +29,8 @@ from numba import types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
+from .weights import scaled_type
+
 LANES = 16  # float32 lanes per vector (one AVX-512 register)
 TILE = 4  # vectors accumulated together: 64 columns per pass over the rows
 SMALL = 16384  # weights (rows x columns) up to which tiles beat the row-wise loop
@@ -144,7 +146,7 @@ def _codegen(rows: int, tile: int, affine: bool = False):
         m_col0 = builder.gep(m_a.data, [a_col0])  # &M[0, col0]
         # per-column vectors for the affine epilogue: &scale[col0] (int8 M) and &bias[col0]
         vec_cols = []
-        if affine and isinstance(M_t.dtype, types.Integer) and M_t.dtype.bitwidth == 8:
+        if affine and scaled_type(M_t.dtype):
             vec_cols.append(("mul", context.make_array(scale_t)(context, builder, a_scale).data))
         if affine and isinstance(bias_t, types.Array):
             vec_cols.append(("add", context.make_array(bias_t)(context, builder, a_bias).data))

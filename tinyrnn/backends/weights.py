@@ -66,9 +66,15 @@ def _load(w):
     return None
 
 
+def scaled_type(t) -> bool:
+    """Whether weights of numba element type ``t`` carry per-column scales (int8): the one
+    test behind ``scaled``, ``scale_of`` and the kernels' type-chosen overloads."""
+    return isinstance(t, types.Integer) and t.bitwidth == 8
+
+
 @overload(scaled)
 def _scaled(w):
-    if isinstance(w, types.Integer) and w.bitwidth == 8:
+    if scaled_type(w):
         return lambda w: True
     return lambda w: False
 
@@ -85,7 +91,7 @@ def scale_of(w, scale):
 
 @overload(scale_of)
 def _scale_of(w, scale):
-    if isinstance(w, types.Integer) and w.bitwidth == 8:
+    if scaled_type(w):
         return lambda w, scale: scale
     return lambda w, scale: None
 
