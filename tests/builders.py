@@ -29,6 +29,21 @@ def random_recurrent(rng, cell, I, H, direction="forward", name="rec", peepholes
     return layer, w
 
 
+def saturating_recurrent(rng, cell, I, H, **kw):
+    """``random_recurrent`` (weights of scale 0.1) whose LSTM forget gate is driven to 1 and
+    input gate to 0, or whose GRU update gate is driven to 1, by biases of +-40: far past
+    the activations' clamp whatever the inputs, so the cell (LSTM) or hidden (GRU) state
+    must be kept bit for bit. Direction "forward" only."""
+    layer, w = random_recurrent(rng, cell, I, H, scale=0.1, **kw)
+    B = w["B"].copy()
+    if cell == "lstm":  # ONNX order i, o, f, c
+        B[0, 0:H], B[0, 2 * H:3 * H] = -40, 40
+    else:  # z, r, h
+        B[0, 0:H] = 40
+    config = {k: v for k, v in kw.items() if k not in ("peepholes", "proj", "name")}
+    return Recurrent.from_onnx(cell, layer.name, w["W"], w["R"], B, P=w["P"], proj=w["proj"], **config)
+
+
 def oracle_recurrent(layer, w, x, lengths=None, state=None):
     """The oracle's answer for ``layer`` on batch-first ``x (B, T, I)``.
 

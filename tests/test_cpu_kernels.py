@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import pytest
-from builders import oracle_recurrent, random_recurrent, random_state, single_layer_model
+from builders import oracle_recurrent, random_recurrent, random_state, saturating_recurrent, single_layer_model
 from numba import njit
 from numba import types as nbtypes
 from numba.core.compiler import Flags
@@ -22,7 +22,6 @@ from numba.core.compiler import Flags
 from tinyrnn.backends import cpu_kernels as K
 from tinyrnn.backends.packing import INPUT_PANELS_MIN, PANEL, pack_input_panels
 from tinyrnn.backends.simd import SMALL
-from tinyrnn.layers import Recurrent
 from tinyrnn.quantize import dequantize_model, quantize_model
 
 UNCACHED = dict(K.KERNEL, cache=False)
@@ -180,19 +179,7 @@ def test_a_saturated_forget_gate_keeps_the_state_bit_for_bit(cell, B, extra, sch
     LLVM reorder the arithmetic."""
     rng = np.random.default_rng(12)
     I, H = 3, 20  # two vector blocks of units and a remainder
-    G = 4 if cell == "lstm" else 3
-    config = dict(extra)
-    Hr = config.pop("proj", 0) or H
-    W = rng.normal(0, 0.1, (1, G * H, I)).astype(np.float32)
-    R = rng.normal(0, 0.1, (1, G * H, Hr)).astype(np.float32)
-    Bias = rng.normal(0, 0.1, (1, 2 * G * H)).astype(np.float32)
-    P = rng.normal(0, 0.1, (1, 3 * H)).astype(np.float32) if config.pop("peepholes", False) else None
-    proj = rng.normal(0, 0.1, (1, Hr, H)).astype(np.float32) if Hr != H else None
-    if cell == "lstm":  # ONNX order i, o, f, c: i shut (0), f open (1)
-        Bias[0, 0:H], Bias[0, 2 * H:3 * H] = -40, 40
-    else:  # z, r, h: z = 1 keeps h
-        Bias[0, 0:H] = 40
-    layer = Recurrent.from_onnx(cell, "rec", W, R, Bias, P=P, proj=proj, **config)
+    layer = saturating_recurrent(rng, cell, I, H, **extra)
     model = single_layer_model(layer)
     if scheme:
         model = quantize_model(model, scheme)

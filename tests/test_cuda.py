@@ -37,10 +37,11 @@ if not HARDWARE and "numba.cuda" not in sys.modules:
 
 cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
 
-from builders import oracle_recurrent, random_recurrent, random_state, single_layer_model  # noqa: E402
+from builders import (  # noqa: E402
+    oracle_recurrent, random_recurrent, random_state, saturating_recurrent, single_layer_model)
 from tinyrnn import InputSpec, Model  # noqa: E402
 from tinyrnn.errors import DeviceError, InputError  # noqa: E402
-from tinyrnn.layers import Activation, Dense, Embedding, Recurrent, Softmax  # noqa: E402
+from tinyrnn.layers import Activation, Dense, Embedding, Softmax  # noqa: E402
 from tinyrnn.quantize import dequantize_model  # noqa: E402
 
 if not HARDWARE and not cuda.is_available():  # numba.cuda was imported before us, without the simulator
@@ -199,15 +200,7 @@ def test_a_saturated_forget_gate_keeps_the_state_bit_for_bit(rng, cell):
     """As on the CPU (tests/test_cpu_kernels.py): gates past the activation's clamp are
     exactly 0 and 1 with the same cells.math code compiled for the GPU, so an open LSTM
     forget gate (input gate shut) or GRU update gate keeps the state exactly."""
-    G = 4 if cell == "lstm" else 3
-    Bias = rng.normal(0, 0.1, (1, 2 * G * H)).astype(np.float32)
-    if cell == "lstm":  # ONNX order i, o, f, c
-        Bias[0, 0:H], Bias[0, 2 * H:3 * H] = -40, 40
-    else:  # z, r, h
-        Bias[0, 0:H] = 40
-    W = rng.normal(0, 0.1, (1, G * H, I)).astype(np.float32)
-    R = rng.normal(0, 0.1, (1, G * H, H)).astype(np.float32)
-    layer = Recurrent.from_onnx(cell, "rec", W, R, Bias)
+    layer = saturating_recurrent(rng, cell, I, H)
     model = single_layer_model(layer)
     state = random_state(rng, layer, 2)
     g = model.stream(batch=2, device="cuda")
