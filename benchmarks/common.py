@@ -165,3 +165,19 @@ def onnx_recurrent_session(module, seq_len=None):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def onnx_lstm_stepper(module, x):
+    """A function running one onnxruntime LSTM step on x (B, I) per call, h and c carried to
+    the next call as a stream carries its state (from zeros); returns h (1, B, H)."""
+    sess = onnx_recurrent_session(module, seq_len=1)
+    B, H = x.shape[0], module.hidden_size
+    feeds = {"X": np.ascontiguousarray(x[None]), "initial_h": np.zeros((1, B, H), np.float32),
+             "initial_c": np.zeros((1, B, H), np.float32)}
+
+    def step():
+        _, h, c = sess.run(None, feeds)
+        feeds["initial_h"], feeds["initial_c"] = h, c
+        return h
+
+    return step

@@ -47,6 +47,7 @@ from common import (  # noqa: E402
     fmt,
     interleaved_rounds,
     interleaved_times,
+    onnx_lstm_stepper,
     onnx_recurrent_session,
     single_thread,
     tinyrnn_from_torch,
@@ -74,13 +75,11 @@ def bench_step(n: int) -> dict:
     cell.load_state_dict({"weight_ih": lstm.weight_ih_l0, "weight_hh": lstm.weight_hh_l0,
                           "bias_ih": lstm.bias_ih_l0, "bias_hh": lstm.bias_hh_l0})
     model = tinyrnn_from_torch(lstm)
-    sess = onnx_recurrent_session(lstm, seq_len=1)
     x = np.random.default_rng(0).normal(size=n).astype(np.float32)
+    ort = onnx_lstm_stepper(lstm, x[None])
     stream = model.stream()
     xt = torch.from_numpy(x)[None]
     state = [torch.zeros(1, n), torch.zeros(1, n)]
-    feeds = {"X": x.reshape(1, 1, n), "initial_h": np.zeros((1, 1, n), np.float32),
-             "initial_c": np.zeros((1, 1, n), np.float32)}
 
     def tiny():
         return stream.step(x)
@@ -89,11 +88,6 @@ def bench_step(n: int) -> dict:
         with torch.inference_mode():
             state[:] = cell(xt, tuple(state))
         return state[0]
-
-    def ort():
-        _, h, c = sess.run(None, feeds)
-        feeds["initial_h"], feeds["initial_c"] = h, c
-        return h
 
     runs = [np.stack([np.asarray(f()).reshape(-1) for _ in range(3)]) for f in (tiny, tor, ort)]
     _agree(runs[0], runs[1], f"step {n} torch")
@@ -198,17 +192,11 @@ def bench_batch(H: int = 256, B: int = 64) -> tuple[dict, dict]:
             state[:] = [h, c]
         return h
 
-    sess = onnx_recurrent_session(module, seq_len=1)  # B symbolic: one session, 64 streams
-    feeds = {"X": x[None], "initial_h": np.zeros((1, B, H), np.float32), "initial_c": np.zeros((1, B, H), np.float32)}
-
-    def ort():
-        _, h, c = sess.run(None, feeds)
-        feeds["initial_h"], feeds["initial_c"] = h, c
-        return h
+    ort = onnx_lstm_stepper(module, x)
 
     first = model.stream(batch=B).step(x)
     _agree(first, module(xt)[0].detach().numpy(), "batch torch")
-    _agree(first, sess.run(None, feeds)[0].reshape(B, H), "batch onnxruntime")
+    _agree(first, ort().reshape(B, H), "batch onnxruntime")  # its first step, from zeros
     # two threads, each stepping its own 32 streams 200 times; compare with one thread
     # stepping both halves in turn (same work)
     steps = 200

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import onnx_recurrent_session, single_thread, tinyrnn_from_torch, torch_lstm
+from common import onnx_lstm_stepper, onnx_recurrent_session, single_thread, tinyrnn_from_torch, torch_lstm
 
 torch = pytest.importorskip("torch")
 RUNTIMES = ["tinyrnn", "torch", "onnxruntime"]
@@ -41,14 +41,7 @@ def _step_fn(runtime: str, n: int):
                 state[:] = cell(xt, tuple(state))
 
         return step
-    sess = onnx_recurrent_session(lstm, seq_len=1)
-    feeds = {"X": x.reshape(1, 1, n), "initial_h": np.zeros((1, 1, n), np.float32),
-             "initial_c": np.zeros((1, 1, n), np.float32)}
-
-    def ort():
-        _, feeds["initial_h"], feeds["initial_c"] = sess.run(None, feeds)
-
-    return ort
+    return onnx_lstm_stepper(lstm, x[None])
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
