@@ -36,13 +36,17 @@ import sys, numpy as np
 sys.path.insert(0, {tests!r})
 from builders import random_recurrent, single_layer_model
 layer, _ = random_recurrent(np.random.default_rng(0), {cell!r}, {inp}, {hidden})
-s = single_layer_model(layer).stream(batch=1)
+model = single_layer_model(layer)
+s = model.stream(batch=1)
 x = np.random.default_rng(1).standard_normal((1, {steps}, {inp})).astype(np.float32)
 s.process(x[:, :64])  # compiles the kernel variant the long calls below run (see hoisted())
 if {dump!r}:
     import ctypes
-    from tinyrnn.backends.cpu_kernels import SEQUENCE_KERNELS, hoisted
-    (sig, cres), = SEQUENCE_KERNELS[({cell!r}, True, False, hoisted(64, {inp}))].overloads.items()
+    from tinyrnn.backends import cpu_kernels as K
+    from tinyrnn.backends.cpu import prepared
+    hoist = K.hoisted(64, {inp})
+    sizes = K.sized(True, False, hoist, {hidden}, {inp}, prepared(model)[0]["Rp"], 0)
+    (sig, cres), = K.sequence_kernel({cell!r}, True, False, hoist, *sizes).overloads.items()
     addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
     for line in open("/proc/self/maps"):
         lo, hi = (int(v, 16) for v in line.split()[0].split("-"))

@@ -177,8 +177,18 @@ def test_a_saturated_forget_gate_keeps_the_state_bit_for_bit(cell, B, extra, sch
     step and hoisted, for as long as the stream runs. The unit loops have no select for
     it (cells/math.py): this checks the compiled kernels of each variant, whose flags let
     LLVM reorder the arithmetic."""
+    _check_saturated(cell, B, extra, scheme, 3, 20)  # two vector blocks of units and a remainder
+
+
+@pytest.mark.parametrize("cell,extra", [("lstm", {}), ("lstm", {"peepholes": True}), ("gru", {})])
+def test_a_saturated_gate_keeps_the_state_in_the_sized_kernels(cell, extra):
+    """The same in the kernels sized for a small layer (``cpu_kernels.UNITS``)."""
+    _check_saturated(cell, 1, extra, None, 1, 16)
+    assert K._SIZED[cell, 16, 1].signatures
+
+
+def _check_saturated(cell, B, extra, scheme, I, H):
     rng = np.random.default_rng(12)
-    I, H = 3, 20  # two vector blocks of units and a remainder
     layer = saturating_recurrent(rng, cell, I, H, **extra)
     model = single_layer_model(layer)
     if scheme:
@@ -258,3 +268,60 @@ def test_a_model_without_projection_peepholes_or_int8_compiles_none_of_them():
     # and so is the batched kernels' (every stream at once)
     assert K._ol_add_hR_all(None, None, nbtypes.float32[:, ::1], *[None] * 5).__name__ == "direct"
     assert K._ol_add_hR_all(None, None, nbtypes.int8[:, ::1], *[None] * 5).__name__ == "through_acc"
+
+
+@pytest.mark.parametrize("cell,I,H,config,scheme", [
+    ("lstm", 1, 16, {}, None), ("lstm", 3, 8, {"peepholes": True, "clip": 2.0}, None),
+    ("lstm", 2, 8, {"input_forget": 1, "direction": "bidirectional"}, "int8"), ("lstm", 4, 24, {}, "fp16"),
+    ("gru", 1, 16, {}, None), ("gru", 2, 8, {"linear_before_reset": 1, "direction": "reverse"}, "int8"),
+    ("rnn", 1, 32, {}, None), ("rnn", 3, 8, {"activations": ["tanh"]}, "fp16"),
+])
+def test_kernels_sized_for_a_small_layer_give_the_generic_kernels_bits(monkeypatch, cell, I, H, config, scheme):
+    """A per-sample layer (narrow input, H a multiple of 8, R without panels) runs the
+    variant compiled with its sizes as constants (UNITS, INPUTS): the generic kernel's
+    bits, by process, step and run, and the oracle's values."""
+    layer, w = random_recurrent(np.random.default_rng(13), cell, I, H, scale=0.3, **config)
+    model = single_layer_model(layer)
+    if scheme:
+        model = quantize_model(model, scheme)
+    x = np.random.default_rng(14).standard_normal((2, K.CHUNK + K.HOIST_MIN_STEPS + 3, I)).astype(np.float32)
+    lengths = np.array([x.shape[1], K.CHUNK - 3])
+
+    def outputs(m):
+        """Whole sequences (ragged), and a stream stepped then processed (causal layers)."""
+        out = [m.run(x, lengths=lengths)]
+        if m.streamable:
+            s = m.stream(batch=2)
+            stepped = np.stack([s.step(x[:, t]) for t in range(5)], axis=1)
+            out.append(np.concatenate([stepped, s.process(x[:, 5:])], axis=1))
+        return out
+
+    sized = outputs(model)
+    assert (cell, H, I) in K._SIZED and K._SIZED[cell, H, I].signatures
+    monkeypatch.setattr(K, "sized", lambda *args: (0, 0))
+    generic = outputs(quantize_model(single_layer_model(layer), scheme) if scheme else single_layer_model(layer))
+    for a, b in zip(sized, generic, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # int8 and fp16: against the float model holding the stored weights (itself checked
+    # against the oracle), as tests/test_quantize.py does
+    ref = dequantize_model(model) if scheme else None
+    mask = np.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
+    ragged = ref.run(x, lengths=lengths) if scheme else oracle_recurrent(layer, w, x, lengths=lengths)[0]
+    np.testing.assert_allclose(sized[0] * mask, ragged * mask, atol=2e-5, rtol=1e-4)
+    if len(sized) > 1:
+        whole = ref.run(x) if scheme else oracle_recurrent(layer, w, x)[0]
+        np.testing.assert_allclose(sized[1], whole, atol=2e-5, rtol=1e-4)
+
+
+def test_only_small_per_sample_layers_get_a_sized_kernel():
+    none, panels = np.zeros((1, 0, 16, PANEL)), np.zeros((1, 4, 16, PANEL))
+    assert K.sized(True, False, False, 16, 1, none, 0) == (16, 1)
+    assert K.sized(True, False, False, 64, K.FUSE_MAX_INPUT, none, 0) == (64, K.FUSE_MAX_INPUT)
+    for args in ((False, False, False, 16, 1, none, 0),  # any activation
+                 (True, True, False, 16, 1, none, 0),  # streams stepping together
+                 (True, False, True, 16, 1, none, 0),  # a hoisted input product
+                 (True, False, False, 20, 1, none, 0),  # not whole vectors of units
+                 (True, False, False, 16, K.FUSE_MAX_INPUT + 1, none, 0),  # a wide input
+                 (True, False, False, 16, 1, panels, 0),  # R read through panels
+                 (True, False, False, 16, 1, none, 8)):  # a projection
+        assert K.sized(*args) == (0, 0)

@@ -1,4 +1,5 @@
-"""The register-tiled matrix-vector product against numpy, for every weight dtype."""
+"""The register-tiled matrix-vector product against numpy, for every weight dtype; the
+sized kernels' shape hint."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from numba import njit
 
 from tinyrnn.backends.cpu_kernels import KERNEL, _matvec, _matvec_acc, _panel_acc
 from tinyrnn.backends.packing import pack_panels
-from tinyrnn.backends.simd import LANES, tile_matmat4, tile_matvec
+from tinyrnn.backends.simd import LANES, assume_shape, tile_matmat4, tile_matvec
 
 
 @njit(**KERNEL)
@@ -169,3 +170,27 @@ def test_one_row_and_four_rows_give_the_same_bits(rng):
         one = np.zeros((1, 2, 200), np.float32)
         _panels(src[:, :9 - r], M, P, one, 1, 0, 200)  # src[1, 8 - r] as the first row
         np.testing.assert_array_equal(one[0], four[r])
+
+
+@njit(**dict(KERNEL, cache=False))
+def _reshaped_sum(a, n):
+    b = assume_shape(a, (a.shape[0], 3, n))
+    total = np.float32(0.0)
+    for i in range(b.shape[0]):
+        for j in range(b.shape[1]):
+            row = b[i, j]
+            for k in range(row.shape[0]):
+                total += row[k] * np.float32(1 + k)
+    return b.shape, b.size, total
+
+
+def test_assume_shape_gives_the_same_array_with_constant_sizes():
+    """``assume_shape`` with the array's own shape changes nothing the code computes: the
+    same elements at the same indices (the kernels pass constants, LLVM folds them)."""
+    a = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    shape, size, total = _reshaped_sum(a, 5)
+    assert shape == (2, 3, 5) and size == 30
+    assert total == np.float32((a * np.arange(1, 6, dtype=np.float32)).sum())
+    view = np.zeros((4, 3, 8), np.float32)[1:3, :, 2:7]  # strides kept: a strided view too
+    view[...] = a
+    assert _reshaped_sum(view, 5)[2] == total

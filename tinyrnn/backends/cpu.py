@@ -150,7 +150,9 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
             batched, hoist = K.batched_order(B, prep["Rp"]), K.hoisted(T, x.shape[2])
             for d in range(layer.num_directions):
                 # only the kernel this direction needs gets compiled
-                kernel = K.SEQUENCE_KERNELS[layer.cell, bool(prep["cfg"][d, CFG_STD]), batched, hoist]
+                std = bool(prep["cfg"][d, CFG_STD])
+                sizes = K.sized(std, batched, hoist, layer.hidden_size, x.shape[2], prep["Rp"], layer.proj_size)
+                kernel = K.sequence_kernel(layer.cell, std, batched, hoist, *sizes)
                 weights = (prep["W"], prep["R"], prep["Wp"], prep["Rp"])
                 if layer.cell == "lstm":
                     proj = prep["proj"] if layer.proj_size else None  # None: compiled without it

@@ -19,6 +19,8 @@ is slow here (rows 4 KiB apart share one L1 set), so the kernels call both on co
 panels (``packing.pack_panels``: each panel's rows contiguous) for every large product
 (``cpu_kernels._panel_acc``): 64 x 256 x 1024 at 40 GMAC/s on one AVX2 core, where the
 row-wise loop reached 15 and torch 35.
+
+``assume_shape`` is a hint for sized kernels: an array with its shape given as constants.
 """
 
 from __future__ import annotations
@@ -300,3 +302,31 @@ def panels_matvec(typingctx, src, s0, s1, P, p0, npanels, dst, d0, d1):
     if P.dtype not in (types.float32, types.uint16, types.int8):
         return None
     return types.none(src, s0, s1, P, p0, npanels, dst, d0, d1), _panels_codegen
+
+
+@intrinsic
+def assume_shape(typingctx, a, shape):
+    """``a`` with its shape read as ``shape`` (a tuple of ``a.ndim`` integers): a kernel's hint.
+
+    The same array, when ``shape`` is its shape, as the caller must make sure (no check):
+    only the shape the compiled code sees changes, to values LLVM knows at compile time
+    where the caller passes constants. A C-contiguous array's indexing is computed from
+    its shape, so loops, slices and address arithmetic over it fold to constants
+    (``cpu_kernels.UNITS``). Strides and data are kept.
+    """
+    if not (isinstance(a, types.Array) and isinstance(shape, types.BaseTuple) and len(shape) == a.ndim
+            and all(isinstance(t, types.Integer) for t in shape)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        intp = types.intp
+        ary = context.make_array(a)(context, builder, args[0])
+        dims = [context.cast(builder, v, t, intp) for v, t in zip(cgutils.unpack_tuple(builder, args[1]), shape)]
+        nitems = context.get_constant(intp, 1)
+        for dim in dims:
+            nitems = builder.mul(nitems, dim)
+        ary.shape = cgutils.pack_array(builder, dims)
+        ary.nitems = nitems
+        return ary._getvalue()
+
+    return a(a, shape), codegen
