@@ -81,6 +81,33 @@ def test_process_in_several_blocks_equals_one(rng, lstm_model, monkeypatch):
     np.testing.assert_array_equal(parts, whole)
 
 
+@pytest.mark.parametrize("B", [1, 2])
+def test_process_writes_blocks_into_its_result(rng, lstm_model, monkeypatch, B):
+    """A plan of one call writes each block of ``process`` into the returned array itself
+    (``Plan.run_into``; B = 1: every block is contiguous there), others copy it: the same
+    values either way, and a result is never overwritten by a later call."""
+    import tinyrnn.stream as stream_mod
+
+    x = rng.normal(0, 1, (B, 50, 3)).astype(np.float32)
+    rec, _ = random_recurrent(rng, "gru", 4, 5, name="g")
+    two = Model([*lstm_model.layers, rec], InputSpec.features(3))
+    for model in (lstm_model, two):
+        s = model.stream(batch=B)
+        ref = np.stack([s.step(x[:, t]) for t in range(x.shape[1])], axis=1)
+        monkeypatch.setattr(stream_mod, "MAX_BLOCK", 7)
+        s = model.stream(batch=B)
+        first = s.process(x)
+        kept = first.copy()
+        second = s.process(x[:, ::-1])
+        np.testing.assert_array_equal(first, ref)
+        np.testing.assert_array_equal(first, kept)
+        assert not np.shares_memory(first, second)
+        plan = s._plans[7]
+        assert (plan.out_slot is not None) == (model is lstm_model)
+        assert not np.shares_memory(first, plan.output)
+        monkeypatch.undo()
+
+
 def test_step_accepts_lists_and_other_dtypes(lstm_model):
     a = lstm_model.stream().step([0.1, 0.2, 0.3])
     b = lstm_model.stream().step(np.array([0.1, 0.2, 0.3], np.float64))

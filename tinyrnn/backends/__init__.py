@@ -1,8 +1,8 @@
 """Backends turn a model's layers into kernel calls: ``cpu`` (Numba) and ``cuda`` (numba.cuda).
 
 Every backend module offers the same functions (``new_state``, ``build_plan``,
-``run_plan``, ``to_host``, ``copy_in``, ``zero``), so ``Model`` and ``Stream`` never look
-inside one. The CUDA backend is imported only when asked for: the CPU path never imports
+``run_plan``, ``run_plan_into``, ``to_host``, ``copy_in``, ``zero``), so ``Model`` and
+``Stream`` never look inside one. The CUDA backend is imported only when asked for: the CPU path never imports
 numba.cuda.
 """
 

@@ -591,6 +591,11 @@ def run_plan(plan: Plan):
     return plan.run()
 
 
+def run_plan_into(plan: Plan, out: np.ndarray) -> None:
+    """Run a plan, copying its output into host array ``out`` (shaped like the plan's output)."""
+    out[...] = to_host(run_plan(plan), copy=False)
+
+
 def to_host(arr, copy: bool) -> np.ndarray:
     """A numpy copy of device array ``arr`` (always a new array, whatever ``copy`` says)."""
     if isinstance(arr, np.ndarray):
