@@ -272,6 +272,7 @@ def test_a_model_without_projection_peepholes_or_int8_compiles_none_of_them():
 
 @pytest.mark.parametrize("cell,I,H,config,scheme", [
     ("lstm", 1, 16, {}, None), ("lstm", 3, 8, {"peepholes": True, "clip": 2.0}, None),
+    ("lstm", 2, 32, {"peepholes": True, "input_forget": 1}, None),
     ("lstm", 2, 8, {"input_forget": 1, "direction": "bidirectional"}, "int8"), ("lstm", 4, 24, {}, "fp16"),
     ("gru", 1, 16, {}, None), ("gru", 2, 8, {"linear_before_reset": 1, "direction": "reverse"}, "int8"),
     ("rnn", 1, 32, {}, None), ("rnn", 3, 8, {"activations": ["tanh"]}, "fp16"),
@@ -317,6 +318,11 @@ def test_only_small_per_sample_layers_get_a_sized_kernel():
     none, panels = np.zeros((1, 0, 16, PANEL)), np.zeros((1, 4, 16, PANEL))
     assert K.sized(True, False, False, 16, 1, none, 0) == (16, 1)
     assert K.sized(True, False, False, 64, K.FUSE_MAX_INPUT, none, 0) == (64, K.FUSE_MAX_INPUT)
+    # LSTM unit loops take two blocks of units at once where H is two AVX2 vectors' worth
+    paired = {(cell, H): K.sequence_kernel(cell, True, False, False, H, 1).py_func.__globals__["PAIRED"]
+              for cell, H in (("lstm", 16), ("lstm", 48), ("lstm", 24), ("gru", 16), ("rnn", 32))}
+    assert paired == {("lstm", 16): True, ("lstm", 48): True, ("lstm", 24): False, ("gru", 16): False,
+                      ("rnn", 32): False}
     for args in ((False, False, False, 16, 1, none, 0),  # any activation
                  (True, True, False, 16, 1, none, 0),  # streams stepping together
                  (True, False, True, 16, 1, none, 0),  # a hoisted input product
