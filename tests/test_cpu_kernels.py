@@ -282,9 +282,13 @@ def test_kernels_sized_for_a_small_layer_give_the_generic_kernels_bits(monkeypat
     variant compiled with its sizes as constants (UNITS, INPUTS): the generic kernel's
     bits, by process, step and run, and the oracle's values."""
     layer, w = random_recurrent(np.random.default_rng(13), cell, I, H, scale=0.3, **config)
-    model = single_layer_model(layer)
-    if scheme:
-        model = quantize_model(model, scheme)
+
+    def build():
+        """A new model of the layer (a plan, so a kernel choice, of its own)."""
+        m = single_layer_model(layer)
+        return quantize_model(m, scheme) if scheme else m
+
+    model = build()
     x = np.random.default_rng(14).standard_normal((2, K.CHUNK + K.HOIST_MIN_STEPS + 3, I)).astype(np.float32)
     lengths = np.array([x.shape[1], K.CHUNK - 3])
 
@@ -300,7 +304,7 @@ def test_kernels_sized_for_a_small_layer_give_the_generic_kernels_bits(monkeypat
     sized = outputs(model)
     assert (cell, H, I) in K._SIZED and K._SIZED[cell, H, I].signatures
     monkeypatch.setattr(K, "sized", lambda *args: (0, 0))
-    generic = outputs(quantize_model(single_layer_model(layer), scheme) if scheme else single_layer_model(layer))
+    generic = outputs(build())
     for a, b in zip(sized, generic, strict=True):
         np.testing.assert_array_equal(a, b)
     # int8 and fp16: against the float model holding the stored weights (itself checked
