@@ -2,8 +2,8 @@
 
 Every backend module offers the same functions (``new_state``, ``build_plan``,
 ``run_plan``, ``run_plan_into``, ``to_host``, ``copy_in``, ``zero``), so ``Model`` and
-``Stream`` never look inside one. The CUDA backend is imported only when asked for: the CPU path never imports
-numba.cuda.
+``Stream`` never look inside one. The CUDA backend is imported only when asked for: the
+CPU path never imports numba.cuda.
 """
 
 from __future__ import annotations
