@@ -16,6 +16,8 @@ faster. Workloads, as in the performance issue:
   rtneural  stream.process per step for LSTM 1->32, GRU 1->16, LSTM 64->64 against the
             published RTNeural (Eigen, -O3 -march=native) times on this machine kind
   run       offline, B = 1, T = 1000, LSTM 256: model.run vs nn.LSTM forward vs onnxruntime
+  short     offline, one short sequence per call (B = 1, T = 16, LSTM 32): what a call costs
+            besides its arithmetic (model.run builds its plan in every call)
   batch     64 streams of LSTM 256 stepping together vs nn.LSTM batch 64 one step and an
             onnxruntime LSTM node with batch 64; and the same 64 streams split over two
             threads (kernels release the GIL)
@@ -169,6 +171,11 @@ def bench_run(H: int = 256, T: int = 1000) -> dict:
     _agree(tiny(), tor().numpy(), "run torch")
     _agree(tiny(), ort(), "run onnxruntime")
     return interleaved_times({"tinyrnn": tiny, "torch": tor, "onnxruntime": ort})
+
+
+def bench_short(H: int = 32, T: int = 16) -> dict:
+    """Offline, one short sequence per call: ``run``'s fixed cost beside torch's and onnxruntime's."""
+    return bench_run(H, T)
 
 
 def bench_batch(H: int = 256, B: int = 64) -> tuple[dict, dict]:
@@ -341,11 +348,12 @@ def sweep(sizes) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=["step", "process", "rtneural", "run", "batch", "quant", "startup"])
+    parser.add_argument("--only", nargs="+", choices=["step", "process", "rtneural", "run", "short", "batch", "quant",
+                                                       "startup"])
     parser.add_argument("--json", help="write the raw numbers here")
     parser.add_argument("--plot", help="plot step time against hidden size (needs matplotlib) to this PNG")
     args = parser.parse_args(argv)
-    want = set(args.only or ["step", "process", "rtneural", "run", "batch", "quant", "startup"])
+    want = set(args.only or ["step", "process", "rtneural", "run", "short", "batch", "quant", "startup"])
     single_thread()
     import onnxruntime
     import torch
@@ -364,6 +372,9 @@ def main(argv=None) -> int:
     if "run" in want:
         raw["run LSTM 256"] = r = bench_run()
         rows.append(("`run` offline, B=1, T=1000, LSTM 256", r))
+    if "short" in want:
+        raw["run LSTM 32 T16"] = r = bench_short()
+        rows.append(("`run` offline, B=1, T=16, LSTM 32 (per call)", r))
     if "batch" in want:
         r, threads = bench_batch()
         raw["batch 64 LSTM 256"], raw["batch threads"] = r, threads
