@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,12 @@ from .layers import Embedding, Layer, Recurrent, layer_from_config
 
 
 MAX_STEP_VALUES = 1 << 26  # floats one step of one stream may hold over all layers (256 MB)
+# ``run`` keeps its plans for short inputs (Model._take_plan): those whose buffers hold
+# at most this many floats (1 MiB), for this many sizes, as many of each as threads ran
+# it at once up to a bound: at most 32 MiB per model, kilobytes for per-sample models
+RUN_PLAN_VALUES = 1 << 18
+RUN_PLAN_SIZES = 8
+RUN_PLAN_THREADS = 4
 
 
 class InputSpec:
@@ -100,6 +107,9 @@ class Model:
         self._check_vocab()
         self._backend_cache: dict[str, Any] = {}
         self._token_index = None
+        # ``run``'s plans kept for the next call of the same size (see ``_take_plan``)
+        self._run_plans: dict[tuple, list] = {}
+        self._run_lock = threading.Lock()
 
     # --- construction checks ------------------------------------------------------------
     def _wire(self) -> None:
@@ -153,6 +163,7 @@ class Model:
         if unused:
             raise ModelFormatError(f"layers {unused} feed nothing: remove them or name one as the output")
         self.shapes = shapes
+        self._step_values = per_step
 
     def _check_vocab(self) -> None:
         if self.vocab is None:
@@ -345,24 +356,68 @@ class Model:
         xb, batched = check_input(self, x, block=True, check_finite=check_finite)
         B, T = xb.shape[0], xb.shape[1]
         lens = _check_lengths(lengths, B, T, batched)
-        st = backend.new_state(self, B)
-        if state is not None:
-            check_state(state, st, backend, check_finite)
-        if T == 0:
-            y = np.zeros((B, 0, *self.output_shape), np.float32)
-        else:
-            plan = backend.build_plan(self, B, T, st)
-            plan.input[...] = xb
-            if lens is not None:
-                plan.lengths[:] = lens
-            y = backend.to_host(backend.run_plan(plan), copy=False)
-            if lens is not None:
-                mask = np.arange(T)[None, :] >= lens[:, None]  # (B, T) padding
-                y[mask] = 0.0
+        kept = 0 < B * T * self._step_values <= RUN_PLAN_VALUES
+        plan, st = self._take_plan(backend, B, T) if kept else (None, backend.new_state(self, B))
+        try:
+            if state is not None:
+                check_state(state, st, backend, check_finite)
+            elif kept:  # a kept plan's state holds its last call's final state
+                for parts in st.values():
+                    for arr in parts.values():
+                        backend.zero(arr, None)
+            if T == 0:
+                y = np.zeros((B, 0, *self.output_shape), np.float32)
+            else:
+                if plan is None:
+                    plan = backend.build_plan(self, B, T, st)
+                plan.input[...] = xb
+                plan.lengths[:] = T if lens is None else lens
+                if kept:  # the plan's output buffer stays with the plan
+                    y = np.empty((B, T, *self.output_shape), np.float32)
+                    backend.run_plan_into(plan, y)
+                else:
+                    y = backend.to_host(backend.run_plan(plan), copy=False)
+                if lens is not None:
+                    mask = np.arange(T)[None, :] >= lens[:, None]  # (B, T) padding
+                    y[mask] = 0.0
+            out_state = flatten_state(backend, st) if return_state else None
+        finally:
+            if kept:
+                self._keep_plan(backend, B, T, plan, st)
         y = y if batched else y[0]
         if return_state:
-            return y, flatten_state(backend, st)
+            return y, out_state
         return y
+
+    def _take_plan(self, backend, B: int, T: int) -> tuple:
+        """A plan and its state for ``run`` of B x T steps: one kept from an earlier call, or new.
+
+        Building a plan (buffers, kernel entry points) costs ~60 µs, most of a short
+        sequence's ``run`` (B = 1, T = 16, LSTM 32: 84 µs a call, 23 µs with a kept plan;
+        ``benchmarks/compare.py --only short``). Plans whose buffers hold at most
+        ``RUN_PLAN_VALUES`` floats are therefore kept on the model, as many of a size as
+        threads ran it at once (up to ``RUN_PLAN_THREADS``), for the ``RUN_PLAN_SIZES``
+        sizes used last; a thread takes one out for the whole call, so threads never share
+        a plan, and the call resets its state, lengths and input before running it.
+        """
+        with self._run_lock:
+            pool = self._run_plans.get((backend, B, T))
+            if pool:
+                return pool.pop()
+        st = backend.new_state(self, B)
+        return backend.build_plan(self, B, T, st), st
+
+    def _keep_plan(self, backend, B: int, T: int, plan, st) -> None:
+        """Give a plan taken by ``_take_plan`` back for the next call (None: nothing was built)."""
+        if plan is None:
+            return
+        with self._run_lock:
+            pool = self._run_plans.pop((backend, B, T), [])
+            self._run_plans[(backend, B, T)] = pool  # last: the most recently used size
+            if len(pool) < RUN_PLAN_THREADS:
+                pool.append((plan, st))
+            while len(self._run_plans) > RUN_PLAN_SIZES:  # the size used least recently first
+                del self._run_plans[next(iter(self._run_plans))]
 
     def __repr__(self) -> str:
         lines = [f"tinyrnn.Model: {len(self.layers)} layers, {self.num_params():,} parameters, "
