@@ -3,8 +3,8 @@
 A *plan* is built once for a batch size B and a step count T: every intermediate buffer,
 every scratch array and every kernel argument tuple is allocated and checked up front, so
 running it is a flat loop of compiled calls with no allocation and no validation. A stream
-keeps one plan for ``step`` (T = 1) and caches plans for ``process``; ``run`` builds one
-per call.
+keeps one plan for ``step`` (T = 1) and caches plans for ``process``; ``run`` keeps plans
+for short inputs (``Model._take_plan``) and builds one per call for long ones.
 """
 
 from __future__ import annotations
