@@ -9,7 +9,7 @@ from numba import njit
 
 from tinyrnn.backends.cpu_kernels import KERNEL, _matvec, _matvec_acc, _panel_acc
 from tinyrnn.backends.packing import pack_panels
-from tinyrnn.backends.simd import LANES, assume_shape, tile_matmat4, tile_matvec
+from tinyrnn.backends.simd import LANES, assume_shape, panels_matvec, tile_matmat4, tile_matvec
 
 
 @njit(**KERNEL)
@@ -170,6 +170,31 @@ def test_one_row_and_four_rows_give_the_same_bits(rng):
         one = np.zeros((1, 2, 200), np.float32)
         _panels(src[:, :9 - r], M, P, one, 1, 0, 200)  # src[1, 8 - r] as the first row
         np.testing.assert_array_equal(one[0], four[r])
+
+
+@njit(**KERNEL)
+def _walk(src, P, p0, n, dst, backward):
+    panels_matvec(src, 0, 1, P, p0, n, dst, 1, 0, backward)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("p0,n", [(0, 12), (2, 7), (5, 3), (11, 1)])
+def test_panels_walked_backward_give_the_same_bits(rng, dtype, p0, n):
+    """Walking the panels last to first (odd steps of a kernel) changes only the reading order."""
+    rows, cols = 90, 192  # 12 panels
+    src = rng.normal(size=(1, 2, rows)).astype(np.float32)
+    stored, dense = _weights(rng, dtype, (rows, cols))
+    P = pack_panels(stored[None])[0]
+    start = rng.normal(size=(2, 1, cols)).astype(np.float32)
+    fwd, back = start.copy(), start.copy()
+    _walk(src, P, p0, n, fwd, 0)
+    _walk(src, P, p0, n, back, 3)
+    np.testing.assert_array_equal(back, fwd)
+    c0, c1 = p0 * LANES, (p0 + n) * LANES
+    ref = start[1, 0].astype(np.float64)
+    ref[c0:c1] += src[0, 1].astype(np.float64) @ dense[:, c0:c1]
+    np.testing.assert_allclose(fwd[1, 0], ref, rtol=1e-5, atol=1e-4 * rows ** 0.5)
+    np.testing.assert_array_equal(fwd[0], start[0])  # the other row untouched
 
 
 @njit(**dict(KERNEL, cache=False))

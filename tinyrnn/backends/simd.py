@@ -253,7 +253,7 @@ tile_matmat4 = _make(4, _tile4(), "tile_matmat4")
 def _panels_codegen(context, builder, signature, args):
     """``panels_matvec``: one row, ``TILE`` panels at a time, each panel one vector wide."""
     src_t, P_t, dst_t = signature.args[0], signature.args[3], signature.args[6]
-    a_src, a_s0, a_s1, a_P, a_p0, a_np, a_dst, a_d0, a_d1 = args
+    a_src, a_s0, a_s1, a_P, a_p0, a_np, a_dst, a_d0, a_d1, a_back = args
     intp = context.get_value_type(types.intp)
     vf = ir.VectorType(ir.FloatType(), LANES)
     lane = ir.Constant(intp, LANES)
@@ -275,17 +275,25 @@ def _panels_codegen(context, builder, signature, args):
                   lambda i, k: builder.gep(bases[k], [builder.mul(i, lane)]), P_t.dtype)
 
     full = ir.Constant(intp, TILE)
+    back = builder.icmp_signed("!=", a_back, ir.Constant(a_back.type, 0))
+    last = ir.Constant(intp, -1)
+
+    def walk(i, n):
+        """The loop's i-th of n, counted from the end when walking backward."""
+        return builder.select(back, builder.add(builder.sub(n, i), last), i)
+
     n_groups = builder.sdiv(a_np, full)
     with cgutils.for_range(builder, n_groups) as loop:
-        group(builder.add(a_p0, builder.mul(loop.index, full)), TILE)
+        group(builder.add(a_p0, builder.mul(walk(loop.index, n_groups), full)), TILE)
     rest = builder.add(a_p0, builder.mul(n_groups, full))
-    with cgutils.for_range(builder, builder.sub(a_np, builder.mul(n_groups, full))) as loop:
-        group(builder.add(rest, loop.index), 1)
+    n_rest = builder.sub(a_np, builder.mul(n_groups, full))
+    with cgutils.for_range(builder, n_rest) as loop:
+        group(builder.add(rest, walk(loop.index, n_rest)), 1)
     return context.get_dummy_value()
 
 
 @intrinsic
-def panels_matvec(typingctx, src, s0, s1, P, p0, npanels, dst, d0, d1):
+def panels_matvec(typingctx, src, s0, s1, P, p0, npanels, dst, d0, d1, backward):
     """``dst[d0, d1, p*LANES + c] += src[s0, s1, :] @ P[p, :, c]`` for panels p0 .. p0+npanels-1.
 
     One row against a matrix packed into panels one vector wide (``packing.pack_panels``,
@@ -293,7 +301,9 @@ def panels_matvec(typingctx, src, s0, s1, P, p0, npanels, dst, d0, d1):
     together, so that ``TILE`` vectors of independent sums hide the multiply-add latency
     (a single panel's chain down the rows ran 2x slower for int8 weights). Each sum is the
     same chain of fused multiply-adds as ``tile_matmat4``'s for the same column. No bounds
-    checks.
+    checks. ``backward`` (an integer, nonzero: backward) walks the groups of panels last to
+    first: each sum is the same, only the order in which the matrix is read changes (see
+    ``cpu_kernels._panel_acc``).
     """
     if not (isinstance(src, types.Array) and isinstance(P, types.Array) and isinstance(dst, types.Array)):
         return None
@@ -301,7 +311,9 @@ def panels_matvec(typingctx, src, s0, s1, P, p0, npanels, dst, d0, d1):
         return None
     if P.dtype not in (types.float32, types.uint16, types.int8):
         return None
-    return types.none(src, s0, s1, P, p0, npanels, dst, d0, d1), _panels_codegen
+    if not isinstance(backward, types.Integer):
+        return None
+    return types.none(src, s0, s1, P, p0, npanels, dst, d0, d1, backward), _panels_codegen
 
 
 @intrinsic
