@@ -348,7 +348,9 @@ class Model:
         rest is padding whose outputs are zero. ``state``: a dict like ``Stream.state``
         (``"<layer>.h"``/``"<layer>.c"`` -> ``(B, D, Hr)``) to start from instead of zeros.
         Returns ``y (B, T, *out)`` float32, and the final state too with ``return_state``.
-        Raises ``InputError`` for inputs of the wrong shape, dtype or values.
+        Raises ``InputError`` for inputs of the wrong shape, dtype or values. Short inputs
+        run through buffers kept on the model from an earlier call of the same size (at
+        most 32 MiB in all; see ``_take_plan``); results are always new arrays.
         """
         from .stream import check_input, check_state, flatten_state
 
@@ -393,7 +395,7 @@ class Model:
         """A plan and its state for ``run`` of B x T steps: one kept from an earlier call, or new.
 
         Building a plan (buffers, kernel entry points) costs ~60 µs, most of a short
-        sequence's ``run`` (B = 1, T = 16, LSTM 32: 84 µs a call, 23 µs with a kept plan;
+        sequence's ``run`` (B = 1, T = 16, LSTM 32: 84 µs a call, 18 µs with a kept plan;
         ``benchmarks/compare.py --only short``). Plans whose buffers hold at most
         ``RUN_PLAN_VALUES`` floats are therefore kept on the model, as many of a size as
         threads ran it at once (up to ``RUN_PLAN_THREADS``), for the ``RUN_PLAN_SIZES``
@@ -408,7 +410,8 @@ class Model:
         return backend.build_plan(self, B, T, st), st
 
     def _keep_plan(self, backend, B: int, T: int, plan, st) -> None:
-        """Give a plan taken by ``_take_plan`` back for the next call (None: nothing was built)."""
+        """Give a plan taken by ``_take_plan`` back for the next call, dropping the size used
+        least recently beyond ``RUN_PLAN_SIZES``."""
         if plan is None:
             return
         with self._run_lock:
