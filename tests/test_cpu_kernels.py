@@ -246,6 +246,47 @@ def test_stepping_together_keeps_the_bits_when_only_R_has_panels(cell, I, H, sch
         np.testing.assert_array_equal(model.stream(batch=1).process(x[b:b + 1])[0], stepped[b])
 
 
+@pytest.mark.parametrize("cell,I,H,scheme", [
+    ("lstm", 16, 64, None), ("gru", 8, 64, "int8"), ("rnn", 4, 96, None),
+    ("lstm", 1, 48, "fp16"),  # a lone stream of it runs the kernel sized for it
+])
+def test_an_R_past_L1_gets_panels_for_streams_stepping_together(cell, I, H, scheme):
+    """R small enough for a lone stream to read as it is, but past ``BATCH_PANELS_MIN``
+    weights: packed for the batched kernels only (``cpu.prepared``), so B >= BATCH_BLOCK_MIN
+    streams step together through its panels, with the bits of each stream alone."""
+    from tinyrnn.backends import cpu
+
+    layer, w = random_recurrent(np.random.default_rng(13), cell, I, H, scale=0.2)
+    G = w["W"].shape[1] // H
+    assert K.BATCH_PANELS_MIN < H * G * H <= SMALL
+    model = single_layer_model(layer)
+    if scheme:
+        model = quantize_model(model, scheme)
+    prep = cpu.prepared(model)[0]
+    assert prep["Rp"].shape[1] == 0 and prep["Rp_batched"].shape[1] == G * H // PANEL
+    B, T = K.BATCH_BLOCK_MIN + 1, K.HOIST_MIN_STEPS + 5
+    assert K.batched_order(B, prep["Rp_batched"]) and not K.batched_order(B, prep["Rp"])
+    x = np.random.default_rng(14).standard_normal((B, T, I)).astype(np.float32)
+    lengths = np.array([T, 3, T - 4, 1, T])
+    together = model.stream(batch=B)
+    stepped = np.stack([together.step(x[:, t]) for t in range(T)], axis=1)
+    ragged = model.run(x, lengths=lengths)
+    for b in range(B):
+        alone = model.stream(batch=1).process(x[b:b + 1])[0]
+        np.testing.assert_array_equal(stepped[b], alone)
+        np.testing.assert_array_equal(ragged[b, :lengths[b]], alone[:lengths[b]])
+    ref = dequantize_model(model).run(x) if scheme else oracle_recurrent(layer, w, x)[0]
+    np.testing.assert_allclose(stepped, ref, atol=2e-5, rtol=1e-4)
+
+
+def test_an_R_within_L1_is_read_as_it_is_by_streams_stepping_together_too():
+    from tinyrnn.backends import cpu
+
+    layer, _ = random_recurrent(np.random.default_rng(15), "lstm", 8, 32)  # R: 32 x 128 weights
+    prep = cpu.prepared(single_layer_model(layer))[0]
+    assert prep["Rp_batched"].shape[1] == 0 and not K.batched_order(64, prep["Rp_batched"])
+
+
 def test_a_model_without_projection_peepholes_or_int8_compiles_none_of_them():
     """The LSTM kernel gets ``proj=None`` without a projection and ``peep=None`` without
     peepholes, types numba prunes on before typing; int8's recurrent product is chosen by

@@ -141,6 +141,10 @@ def prepared(model) -> list[dict]:
                 if layer.peepholes:  # the LSTM kernel's own argument (None without: see lstm_sequence)
                     prep["peep"] = np.ascontiguousarray(layer.params["P"])  # (D, 3H) float32, as V holds it
                 prep["Wp"], prep["Rp"] = pack_input_panels(prep["W"]), pack_panels(prep["R"])
+                # the batched kernels' R: one too small for panels (a lone stream reads it
+                # as it is) but past L1 gets panels of its own, so that streams stepping
+                # together share each load from L2 (see BATCH_PANELS_MIN)
+                prep["Rp_batched"] = pack_panels(prep["R"], min(K.BATCH_PANELS_MIN, SMALL))
             elif isinstance(layer, Dense):
                 prep["W"] = _tiled(prep["W"])
     return cache["cpu"]
@@ -199,13 +203,13 @@ def build_plan(model, batch: int, steps: int, state: dict) -> Plan:
         elif isinstance(layer, Recurrent):
             st = state[layer.name]
             scratch = K.scratch(B, T, layer.gates, layer.hidden_size)
-            batched, hoist = K.batched_order(B, prep["Rp"]), K.hoisted(T, x.shape[2])
+            batched, hoist = K.batched_order(B, prep["Rp_batched"]), K.hoisted(T, x.shape[2])
             for d in range(layer.num_directions):
                 # only the kernel this direction needs gets compiled
                 std = bool(prep["cfg"][d, CFG_STD])
                 sizes = K.sized(std, batched, hoist, layer.hidden_size, x.shape[2], prep["Rp"], layer.proj_size)
                 kernel = K.sequence_kernel(layer.cell, std, batched, hoist, *sizes)
-                weights = (prep["W"], prep["R"], prep["Wp"], prep["Rp"])
+                weights = (prep["W"], prep["R"], prep["Wp"], prep["Rp_batched"] if batched else prep["Rp"])
                 if layer.cell == "lstm":
                     proj = prep["proj"] if layer.proj_size else None  # None: compiled without it
                     calls.append((kernel, (x, lengths, *weights, proj, prep.get("peep"), prep["V"], prep["cfg"], d,

@@ -98,6 +98,11 @@ HOIST_MIN_STEPS = 16
 # BLOCK_COLS columns, each reused from L1 by every row (``_rows_block_acc``).
 BLOCK_COLS = 128
 BATCH_BLOCK_MIN = 4  # streams from which a step's recurrent product is computed for all at once
+# weights of R from which streams stepping together take the batched kernels, R packed for
+# them (``cpu.prepared``): past L1 (32 KiB of float32), four streams sharing each load
+# from L2 beat each stream reading R alone (LSTM 16->64, 16,384 weights: 0.70-0.83x the
+# time for 4 to 64 streams); within L1 they lose (LSTM 32, 4,096: 1.03-1.18x)
+BATCH_PANELS_MIN = 8192
 
 
 def scratch(B: int, T: int, G: int, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
