@@ -144,7 +144,7 @@ def prepared(model) -> list[dict]:
                 # the batched kernels' R: one too small for panels (a lone stream reads it
                 # as it is) but past L1 gets panels of its own, so that streams stepping
                 # together share each load from L2 (see BATCH_PANELS_MIN)
-                prep["Rp_batched"] = pack_panels(prep["R"], min(K.BATCH_PANELS_MIN, SMALL))
+                prep["Rp_batched"] = prep["Rp"] if prep["Rp"].shape[1] else pack_panels(prep["R"], K.BATCH_PANELS_MIN)
             elif isinstance(layer, Dense):
                 prep["W"] = _tiled(prep["W"])
     return cache["cpu"]
