@@ -352,7 +352,7 @@ class Model:
         run through buffers kept on the model from an earlier call of the same size (at
         most 32 MiB in all; see ``_take_plan``); results are always new arrays.
         """
-        from .stream import check_input, check_state, flatten_state
+        from .stream import check_input, check_state, flatten_state, zero_state
 
         backend = get_backend(device)
         xb, batched = check_input(self, x, block=True, check_finite=check_finite)
@@ -364,9 +364,7 @@ class Model:
             if state is not None:
                 check_state(state, st, backend, check_finite)
             elif kept:  # a kept plan's state holds its last call's final state
-                for parts in st.values():
-                    for arr in parts.values():
-                        backend.zero(arr, None)
+                zero_state(backend, st)
             if T == 0:
                 y = np.zeros((B, 0, *self.output_shape), np.float32)
             else:
@@ -412,8 +410,6 @@ class Model:
     def _keep_plan(self, backend, B: int, T: int, plan, st) -> None:
         """Give a plan taken by ``_take_plan`` back for the next call, dropping the size used
         least recently beyond ``RUN_PLAN_SIZES``."""
-        if plan is None:
-            return
         with self._run_lock:
             pool = self._run_plans.pop((backend, B, T), [])
             self._run_plans[(backend, B, T)] = pool  # last: the most recently used size

@@ -116,6 +116,13 @@ def _key(layer: str, part: str) -> str:
     return f"{layer}.{part}" if part else layer
 
 
+def zero_state(backend, state: dict, i: int | None = None) -> None:
+    """Zero backend state (``{layer: {"h": arr, ...}}``), or only stream ``i``'s slice of it."""
+    for parts in state.values():
+        for arr in parts.values():
+            backend.zero(arr, i)
+
+
 def flatten_state(backend, state: dict) -> dict[str, np.ndarray]:
     """Host copies of backend state as a flat ``{"<layer>.h": array, "<graph state>": array}`` dict."""
     return {_key(layer, k): backend.to_host(arr, copy=True) for layer, parts in state.items() for k, arr in parts.items()}
@@ -289,9 +296,7 @@ class Stream:
                 raise InputError(f"stream index must be an integer in [0, {self.batch}), found {i!r}")
             i = int(i)
         with self._guard():
-            for parts in self._state.values():
-                for arr in parts.values():
-                    self._backend.zero(arr, i)
+            zero_state(self._backend, self._state, i)
 
     @property
     def state(self) -> dict[str, np.ndarray]:
