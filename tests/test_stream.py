@@ -182,14 +182,14 @@ def test_bidirectional_model_cannot_stream(rng):
 
 def test_concurrent_use_of_one_stream_is_refused(lstm_model):
     s = lstm_model.stream()
-    s._busy.acquire()  # as if another thread were inside step()
+    s._free.pop()  # as if another thread were inside step()
     try:
         with pytest.raises(tinyrnn.ConcurrentUseError):
             s.step(np.zeros(3, np.float32))
         with pytest.raises(tinyrnn.ConcurrentUseError):
             _ = s.state
     finally:
-        s._busy.release()
+        s._free.append(True)
 
 
 def test_threads_with_own_streams_match_single_thread(rng, lstm_model):
