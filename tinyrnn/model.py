@@ -18,8 +18,10 @@ import numpy as np
 from . import spec
 from .errors import DeviceError, InputError, ModelFormatError
 from .layers import Embedding, Layer, Recurrent, layer_from_config
+from .stream import Stream, check_input, check_state, flatten_state, zero_state
 
 
+_F32 = np.dtype(np.float32)  # np.empty takes a dtype faster than a type
 MAX_STEP_VALUES = 1 << 26  # floats one step of one stream may hold over all layers (256 MB)
 # ``run`` keeps its plans for short inputs (Model._take_plan): those whose buffers hold
 # at most this many floats (1 MiB), for this many sizes, as many of each as threads ran
@@ -335,8 +337,6 @@ class Model:
         propagate. Raises ``UnsupportedModelError`` for models with layers that run
         backwards in time.
         """
-        from .stream import Stream
-
         return Stream(self, batch=batch, device=device, check_finite=check_finite)
 
     def run(self, x, lengths=None, state=None, return_state: bool = False, device: str = "cpu",
@@ -352,8 +352,6 @@ class Model:
         run through buffers kept on the model from an earlier call of the same size (at
         most 32 MiB in all; see ``_take_plan``); results are always new arrays.
         """
-        from .stream import check_input, check_state, flatten_state, zero_state
-
         backend = get_backend(device)
         xb, batched = check_input(self, x, block=True, check_finite=check_finite)
         B, T = xb.shape[0], xb.shape[1]
@@ -371,9 +369,12 @@ class Model:
                 if plan is None:
                     plan = backend.build_plan(self, B, T, st)
                 plan.input[...] = xb
-                plan.lengths[:] = T if lens is None else lens
+                if lens is None:
+                    plan.lengths.fill(T)
+                else:
+                    plan.lengths[:] = lens
                 if kept:  # the plan's output buffer stays with the plan
-                    y = np.empty((B, T, *self.output_shape), np.float32)
+                    y = np.empty(plan.output.shape, _F32)
                     backend.run_plan_into(plan, y)
                 else:
                     y = backend.to_host(backend.run_plan(plan), copy=False)
@@ -471,17 +472,26 @@ def _check_lengths(lengths, B: int, T: int, batched: bool):
     return arr.astype(np.int64)
 
 
+_BACKENDS = {}  # device -> its backend module, once imported (imported on first use)
+
+
 def get_backend(device: str):
     """The backend module for ``device`` ('cpu' or 'cuda'); ``DeviceError`` otherwise."""
+    # remembered: a function-level import costs ~1 µs on every call, and ``run`` and
+    # ``stream`` ask on every call
+    backend = _BACKENDS.get(device)
+    if backend is not None:
+        return backend
     if device == "cpu":
-        from .backends import cpu
-
-        return cpu
-    if device == "cuda":
+        from .backends import cpu as backend
+    elif device == "cuda":
         from .backends import load_cuda
 
-        return load_cuda()
-    raise DeviceError(f"device must be 'cpu' or 'cuda', found {device!r}")
+        backend = load_cuda()
+    else:
+        raise DeviceError(f"device must be 'cpu' or 'cuda', found {device!r}")
+    _BACKENDS[device] = backend
+    return backend
 
 
 def architecture_json(model: Model) -> str:
