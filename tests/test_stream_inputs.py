@@ -118,6 +118,8 @@ def test_out_buffer_must_be_writable_float32(rng, lstm):
         s.step(x, out=np.zeros(H))
     with pytest.raises(tinyrnn.InputError, match="found list"):
         s.step(x, out=[0.0] * H)
+    # refused before the step ran: the stream is still at its first step
+    np.testing.assert_array_equal(s.step(x), lstm.stream().step(x))
     # a strided (non-contiguous) out is fine: values land where the view points
     buf = np.zeros(2 * H, np.float32)
     r = lstm.stream().step(x, out=buf[::2])

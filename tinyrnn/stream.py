@@ -232,22 +232,30 @@ class Stream:
                 return self._step_device(x, out)
             else:
                 self._load_step_input(x)
+            if out is None:
+                self._run_step()
+                host = self._host_out
+                return host.copy() if host is not None else self._backend.to_host(self._step_out, copy=True)
+            if self._is_device is not None and self._is_device(out):  # a host input, a GPU out
+                return self._step_device(x, out)
+            # checked before the step runs, so that a refused ``out`` leaves the state as it was
+            if not (type(out) is _NDARRAY and out.shape == self._step_shape_out and out.dtype is _F32
+                    and out.flags.writeable):
+                self._check_out(out)
             self._run_step()
             host = self._host_out
-            if out is None:
-                return host.copy() if host is not None else self._backend.to_host(self._step_out, copy=True)
-            if self._is_device is not None and self._is_device(out):
-                return self._backend.device_output(self._step_plan, self._step_shape_out, out)
-            if (type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32
-                    or not out.flags.writeable):
-                what = _describe(out) if isinstance(out, np.ndarray) and out.flags.writeable else (
-                    "a read-only array" if isinstance(out, np.ndarray) else type(out).__name__)
-                raise InputError(f"out must be a writable float32 array of shape {self._step_out.shape}, "
-                                 f"found {what}")
             out[...] = host if host is not None else self._backend.to_host(self._step_out, copy=False)
             return out
         finally:
             free.append(True)
+
+    def _check_out(self, out) -> None:
+        """``InputError`` unless ``out`` is a writable float32 host array of the step output's shape."""
+        if (type(out) is not np.ndarray or out.shape != self._step_shape_out or out.dtype != _F32
+                or not out.flags.writeable):
+            what = _describe(out) if isinstance(out, np.ndarray) and out.flags.writeable else (
+                "a read-only array" if isinstance(out, np.ndarray) else type(out).__name__)
+            raise InputError(f"out must be a writable float32 array of shape {self._step_out.shape}, found {what}")
 
     def _step_device(self, x, out):
         """``step`` with GPU arrays (``__cuda_array_interface__``: numba, CuPy, PyTorch).
