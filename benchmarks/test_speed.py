@@ -97,6 +97,13 @@ def test_run_offline(benchmark, runtime):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+def test_run_short(benchmark, runtime):
+    """One 16-step sequence per call: what a call costs besides its arithmetic (``compare.py``'s ``short``)."""
+    benchmark.group = "run B=1 T=16 LSTM 32, per call"
+    benchmark(_sequence_fn(runtime, 32, 32, 16))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_batch_step(benchmark, runtime):
     benchmark.group = "64 streams, one step, LSTM 256"
     if runtime == "tinyrnn":
