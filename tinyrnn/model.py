@@ -472,26 +472,24 @@ def _check_lengths(lengths, B: int, T: int, batched: bool):
     return arr.astype(np.int64)
 
 
-_BACKENDS = {}  # device -> its backend module, once imported (imported on first use)
+_CPU = None  # the CPU backend module, once imported (imported on first use)
 
 
 def get_backend(device: str):
     """The backend module for ``device`` ('cpu' or 'cuda'); ``DeviceError`` otherwise."""
-    # remembered: a function-level import costs ~1 µs on every call, and ``run`` and
-    # ``stream`` ask on every call
-    backend = _BACKENDS.get(device)
-    if backend is not None:
-        return backend
+    global _CPU
     if device == "cpu":
-        from .backends import cpu as backend
-    elif device == "cuda":
+        # remembered: a function-level import costs ~1 µs, and ``run`` and ``stream`` ask
+        # on every call. CUDA is not: its availability is checked on every call, as a
+        # device can go away.
+        if _CPU is None:
+            from .backends import cpu as _CPU
+        return _CPU
+    if device == "cuda":
         from .backends import load_cuda
 
-        backend = load_cuda()
-    else:
-        raise DeviceError(f"device must be 'cpu' or 'cuda', found {device!r}")
-    _BACKENDS[device] = backend
-    return backend
+        return load_cuda()
+    raise DeviceError(f"device must be 'cpu' or 'cuda', found {device!r}")
 
 
 def architecture_json(model: Model) -> str:

@@ -237,8 +237,9 @@ class Stream:
                 host = self._host_out
                 return host.copy() if host is not None else self._backend.to_host(self._step_out, copy=True)
             if self._is_device is not None and self._is_device(out):  # a host input, a GPU out
-                return self._step_device(x, out)
-            # checked before the step runs, so that a refused ``out`` leaves the state as it was
+                self._run_step()  # (the backend checks a GPU out after the step, as before)
+                return self._backend.device_output(self._step_plan, self._step_shape_out, out)
+            # checked before the step runs, so that a refused host ``out`` leaves the state as it was
             if not (type(out) is _NDARRAY and out.shape == self._step_shape_out and out.dtype is _F32
                     and out.flags.writeable):
                 self._check_out(out)
