@@ -371,6 +371,52 @@ PTX_SCRIPT = """
 """
 
 
+CELL_MATH_PTX = """
+    from numba import cuda, types
+    from numba.cuda import dispatcher
+    from numba.cuda.cudadrv.error import CudaSupportError, NvvmSupportError
+
+    class Device:
+        compute_capability = (8, 0)
+
+    dispatcher.get_current_device = lambda: Device()
+    import tinyrnn.backends.cuda  # noqa: F401  (registers the CUDA side of the cell math)
+    from tinyrnn.cells.math import gru_unit, lstm_unit, rnn_unit
+
+    def lstm(a, out):  # peepholes as floats, as lstm_kernel passes them
+        h, c = lstm_unit(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8:11], a[11:14], a[14:17], a[17],
+                         False, True)
+        out[0] = h + c
+
+    def gru(a, out):
+        out[0] = gru_unit(a[0], a[1], a[2], a[3:6], a[6], True)
+
+    def rnn(a, out):
+        out[0] = rnn_unit(a[0], a[1:4], a[4], True)
+
+    A = types.Array(types.float32, 1, "C")
+    try:
+        for fn in (lstm, gru, rnn):
+            ptx, _ = cuda.compile_ptx(fn, (A, A), cc=(8, 0))
+            assert ".entry" in ptx
+            print(fn.__name__, "ok")
+    except (NvvmSupportError, CudaSupportError, OSError) as e:
+        print("NO-NVVM", e)
+"""
+
+
+def test_the_cell_math_compiles_for_a_real_gpu():
+    """The cells' shared math, through numba-cuda's real compiler (the simulator runs its
+    Python bodies instead): a second or two, where the kernels that use it take 15-30 s
+    (``-m slow`` below). It caught ``peephole``'s CPU overload, inlined at numba-IR level,
+    failing to lower on CUDA (see ``cells.math.peephole_for``)."""
+    r = _python(CELL_MATH_PTX)
+    assert r.returncode == 0, r.stderr[-3000:]
+    if r.stdout.startswith("NO-NVVM"):
+        pytest.skip(f"libNVVM is not installed: {r.stdout.strip()[:200]}")
+    assert r.stdout.split() == ["lstm", "ok", "gru", "ok", "rnn", "ok"], r.stdout
+
+
 @pytest.mark.parametrize("which", ["core", pytest.param("full", marks=pytest.mark.slow)])
 def test_every_kernel_compiles_to_ptx(which):
     """numba-cuda compiles the kernels for a real GPU (sm_80) here, no GPU needed: libNVVM

@@ -32,7 +32,10 @@ Sharing the math. The ``@njit(inline="always", error_model="numpy", cache=True)`
 of ``cells.math`` need no change to be called from ``@cuda.jit`` code: numba-cuda inlines
 them at numba-IR level like the CPU does (``activate`` is compiled as a CUDA device
 function), and the ``weights.load`` overload and its float16 intrinsic lower to NVVM as they
-are (``fpext half`` becomes ``cvt.f32.f16``). Kernels run under the CUDA simulator too
+are (``fpext half`` becomes ``cvt.f32.f16``). The one exception is ``peephole``, whose CPU
+overload is inlined at numba-IR level, which numba-cuda cannot lower: this module registers
+the same implementation for the CUDA target (below), and a fast test compiles the cell math
+through the real CUDA compiler (tests/test_cuda.py), since the simulator never does. Kernels run under the CUDA simulator too
 (``NUMBA_ENABLE_CUDASIM=1``): there arrays inside a kernel are Python objects numba's CPU
 ``@njit`` functions cannot take, which is why the activation triples are copied into local
 arrays before the math is called.
@@ -54,12 +57,17 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the machine
     raise ImportError(f"numba-cuda is not installed (pip install 'tinyrnn[cuda]'): {e}") from None
 
-from ..cells.math import activate, gru_gate, gru_unit, lstm_unit, rnn_unit
+from numba.extending import overload
+
+from ..cells.math import activate, gru_gate, gru_unit, lstm_unit, peephole, peephole_for, rnn_unit
 from ..errors import DeviceError, InputError, NonFiniteError
 from ..layers import Activation, Dense, Embedding, Recurrent, Softmax
 from .packing import CFG_CLIP, CFG_COUPLED, CFG_F, CFG_G, CFG_H, CFG_LBR, CFG_PROJ, CFG_REVERSE, CFG_STD, CFG_YOFF
 from .packing import prepare
 from .weights import load
+
+# ``lstm_unit``'s peephole terms on this target (see ``cells.math.peephole_for``)
+overload(peephole, target="cuda")(peephole_for)
 
 name = "cuda"
 

@@ -283,11 +283,21 @@ def peephole(pre, p, c):
     return pre if p is None else pre + p * c
 
 
-@overload(peephole, inline="always")
-def _ol_peephole(pre, p, c):
+def peephole_for(pre, p, c):
+    """``peephole``'s implementation for these argument types: the choice both targets register.
+
+    The CPU inlines it at numba-IR level (below). The CUDA backend registers it for its
+    own target, not inlined (``backends/cuda.py``): numba-cuda (0.30) fails to lower a
+    numba-core overload marked ``inline="always"`` (its arguments reach the body as
+    omitted defaults), and registering it here for CUDA would import numba-cuda with the
+    CPU runtime.
+    """
     if isinstance(p, types.NoneType):
         return lambda pre, p, c: pre
     return lambda pre, p, c: pre + p * c
+
+
+overload(peephole, inline="always", target="cpu")(peephole_for)
 
 
 @njit(**_INLINE)
