@@ -35,10 +35,10 @@ function), and the ``weights.load`` overload and its float16 intrinsic lower to 
 are (``fpext half`` becomes ``cvt.f32.f16``). The one exception is ``peephole``, whose CPU
 overload is inlined at numba-IR level, which numba-cuda cannot lower: this module registers
 the same implementation for the CUDA target (below), and a fast test compiles the cell math
-through the real CUDA compiler (tests/test_cuda.py), since the simulator never does. Kernels run under the CUDA simulator too
-(``NUMBA_ENABLE_CUDASIM=1``): there arrays inside a kernel are Python objects numba's CPU
-``@njit`` functions cannot take, which is why the activation triples are copied into local
-arrays before the math is called.
+through the real CUDA compiler (tests/test_cuda.py), since the simulator never does.
+Kernels run under the CUDA simulator too (``NUMBA_ENABLE_CUDASIM=1``): there arrays inside
+a kernel are Python objects numba's CPU ``@njit`` functions cannot take, which is why the
+activation triples are copied into local arrays before the math is called.
 
 Costs to know. Kernels compile on first use per weight dtype and are not cached on disk:
 compiling to PTX took 20-30 s for the LSTM kernel and 15-20 s for the GRU one on the
