@@ -332,7 +332,8 @@ def test_without_gpu_device_error_says_so():
     assert "no CUDA GPU" in r.stdout and "numba-cuda is installed" in r.stdout, r.stdout
 
 
-PTX_SCRIPT = """
+# numba-cuda's real compiler in a subprocess, with no GPU: what both PTX scripts start with
+PTX_PRELUDE = """
     import sys
     from numba import cuda, types
     from numba.cuda import dispatcher
@@ -342,6 +343,9 @@ PTX_SCRIPT = """
         compute_capability = (8, 0)
 
     dispatcher.get_current_device = lambda: Device()
+"""
+
+PTX_SCRIPT = PTX_PRELUDE + """
     from tinyrnn.backends import cuda as K
 
     f32, i64 = types.float32, types.int64
@@ -371,15 +375,7 @@ PTX_SCRIPT = """
 """
 
 
-CELL_MATH_PTX = """
-    from numba import cuda, types
-    from numba.cuda import dispatcher
-    from numba.cuda.cudadrv.error import CudaSupportError, NvvmSupportError
-
-    class Device:
-        compute_capability = (8, 0)
-
-    dispatcher.get_current_device = lambda: Device()
+CELL_MATH_PTX = PTX_PRELUDE + """
     import tinyrnn.backends.cuda  # noqa: F401  (registers the CUDA side of the cell math)
     from tinyrnn.cells.math import gru_unit, lstm_unit, rnn_unit
 
