@@ -15,7 +15,10 @@ measures all three here, in this process, on one thread:
   call      ``stream.step`` of an LSTM 1->1, whose kernel does almost nothing
 
 then prints, for every workload in a ``compare.py --json`` file (default: the newest
-``compare-*.json`` here), floor = call + max(compute, bytes) against the measured time.
+``compare-*.json`` here), floor = call + max(compute, bytes) against the measured time,
+then the performance issue's targets (``TARGETS``): each one's measured value, its floor
+read the same way (over the same reference time), whether it is met, and whether the floor
+itself is within it: a target whose floor is not cannot be met on this machine by code.
 Each is the fastest of repeats spread over two seconds or more: this machine changes speed
 for seconds at a time, and a floor is the machine at its best. A per-sample step is
 bound by neither: its 16-unit recurrence is a chain of dependent multiply-adds and
@@ -28,6 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -138,6 +142,85 @@ def workloads(raw: dict) -> list[tuple[str, float, float, bool, float]]:
     return rows
 
 
+# The performance issue's targets (issue 6). A ratio target is tinyrnn's time over the
+# reference's, so its floor is the floor's time over that same reference time: where that
+# is above the bound, no code meets the target on this machine, only fewer bytes or
+# multiply-adds (another precision, another thread) or a slower reference. The floor of a
+# per-sample step leaves out its chain of dependent operations (see the module
+# docstring), so it is optimistic there.
+class Target(NamedTuple):
+    what: str
+    key: str  # compare.py's entry
+    ref: str | None  # a ratio of tinyrnn's time to this runtime's; None: tinyrnn's own value
+    bound: float
+    unit: str  # "x" (a ratio), "time" (seconds), "s" (start-up seconds), "MB"
+    floor_row: str | None = None  # the workload row whose floor applies
+    at_least: bool = False  # a lower bound (a speed-up)
+    pick: Callable[[dict], float] | None = None  # the value from the entry, where it is not a time
+
+
+TARGETS = [
+    *(Target(f"step LSTM {n} <= {b:g}x {ref}", f"step LSTM {n}", ref, b, "x", f"step LSTM {n}")
+      for n, bounds in ((32, (0.10, 0.25)), (128, (0.10, 0.35)), (512, (0.5, 0.8)))
+      for ref, b in zip(("torch", "onnxruntime"), bounds)),
+    Target("process LSTM 1->16 <= 0.1x torch", "process LSTM 1->16", "torch", 0.1, "x",
+           "process LSTM 1->16, per step"),
+    Target("process LSTM 1->16 <= 120 ns a step", "process LSTM 1->16", None, 120e-9, "time",
+           "process LSTM 1->16, per step"),
+    *(Target(f"process {name} <= RTNeural's {ns} ns", f"rtneural {name}", None, ns * 1e-9, "time",
+             f"process {name}, per step")
+      for name, ns in (("LSTM 1->32", 244), ("GRU 1->16", 110), ("LSTM 64->64", 1760))),
+    Target("run T=1000 LSTM 256 <= 0.5x torch", "run LSTM 256", "torch", 0.5, "x", "run LSTM 256, T=1000"),
+    Target("64 streams LSTM 256 <= 1.0x torch", "batch 64 LSTM 256", "torch", 1.0, "x",
+           "64 streams, one step, LSTM 256"),
+    # "near-linear" read as at least 1.7x of one thread on two cores
+    Target("64 streams on 2 threads >= 1.7x of one", "batch threads", None, 1.7, "x", at_least=True,
+           pick=lambda r: r["speed-up"]),
+    # compare.py's start-up entry: {name: (seconds, MB)}
+    Target("start-up (warm cache) <= 0.6 s", "startup", None, 0.6, "s", pick=lambda r: r["tinyrnn"][0]),
+    Target("start-up RSS <= 150 MB", "startup", None, 150, "MB", pick=lambda r: r["tinyrnn"][1]),
+    Target("start-up <= 1/3 of torch's", "startup", None, 1 / 3, "x", pick=lambda r: r["tinyrnn"][0] / r["torch"][0]),
+    Target("start-up <= 3x onnxruntime's", "startup", None, 3.0, "x",
+           pick=lambda r: r["tinyrnn"][0] / r["onnxruntime"][0]),
+    Target("start-up, cold cache <= 10 s", "startup", None, 10.0, "s", pick=lambda r: r["tinyrnn, cold cache"][0]),
+    Target("int8 step <= 0.5x float32, LSTM 1024 (issue 5)", "quant 1024", None, 0.5, "x",
+           pick=lambda r: r["int8"] / r["float32"]),
+]
+
+
+def _value(t: Target, raw: dict) -> float:
+    """The target's measured value from compare.py's numbers."""
+    r = raw[t.key]
+    if t.pick is not None:
+        return t.pick(r)
+    mine = r if not isinstance(r, dict) else r["tinyrnn"]  # (the RTNeural rows are tinyrnn's time alone)
+    return mine / r[t.ref] if t.ref else mine
+
+
+def _show(value: float, unit: str) -> str:
+    return {"x": f"{value:.2f}x", "time": fmt(value), "s": f"{value:.2f} s", "MB": f"{value:.0f} MB"}[unit]
+
+
+def targets(raw: dict, floors: dict[str, float]) -> list[tuple[str, str, str, str, str]]:
+    """``(target, measured, floor, met, floor within it)`` for each target ``raw`` has numbers for.
+
+    ``floors``: workload row name -> floor in seconds (``main``'s table). The floor columns
+    are "-" for targets no floor applies to (threads, start-up, a quantized ratio).
+    """
+    rows = []
+    for t in TARGETS:
+        if t.key not in raw:
+            continue
+        value = _value(t, raw)
+        met = value >= t.bound if t.at_least else value <= t.bound
+        floor, within = "-", "-"
+        if t.floor_row in floors:
+            f = floors[t.floor_row] / (raw[t.key][t.ref] if t.ref else 1.0)
+            floor, within = _show(f, t.unit), "yes" if f <= t.bound else "no"
+        rows.append((t.what, _show(value, t.unit), floor, "yes" if met else "no", within))
+    return rows
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = Path(argv[0]) if argv else max(HERE.glob("compare-*.json"))
@@ -150,6 +233,7 @@ def main(argv=None) -> int:
     print(f"measured {path.name}; peak {peak / 1e9:.1f} GMAC/s (simd.tile_matmat4, L1); "
           f"stream.step call {fmt(call)}; read bandwidth " +
           ", ".join(f"{s / 1024:.0f} KiB {b / 1e9:.0f} GB/s" for s, b in bw.items()) + "\n")
+    floors: dict[str, float] = {}
     print("| workload | multiply-adds | weight bytes | compute floor | bytes floor | floor | tinyrnn | of floor |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, macs, nbytes, pays_call, measured in rows:
@@ -157,6 +241,16 @@ def main(argv=None) -> int:
         floor = (call if pays_call else 0.0) + max(compute, data)
         print(f"| {name} | {macs / 1e3:,.1f} k | {nbytes / 1024:,.0f} KiB | {fmt(compute)} | {fmt(data)} | "
               f"{fmt(floor)} | {fmt(measured)} | {measured / floor:.2f}x |")
+        floors[name] = floor
+    under = [name for name, *_, measured in rows if measured < 0.8 * floors[name]]
+    if under:
+        # a floor is a lower bound only for the machine in the state it was measured in
+        print(f"\nwarning: {', '.join(under)} ran under 0.8x of their floors: this machine was slower now "
+              f"than during {path.name}; take the floors right after the run they judge")
+    print("\n| target (issue 6) | measured | floor | met | floor within it |")
+    print("|---|---:|---:|---|---|")
+    for row in targets(raw, floors):
+        print("| " + " | ".join(row) + " |")
     return 0
 
 
