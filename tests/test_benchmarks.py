@@ -41,8 +41,10 @@ def test_floors_judges_each_target_and_whether_its_floor_allows_it():
         "startup": {"tinyrnn": (0.5, 110.0), "tinyrnn, cold cache": (11.0, 180.0), "torch": (1.8, 300.0),
                     "onnxruntime": (0.2, 60.0)},
         "quant 1024": {"float32": 1.0, "fp16": 0.6, "int8": 0.4},
+        "process LSTM 1->16": {"tinyrnn": 60e-9, "torch": 380e-9, "onnxruntime": 215e-9},
     }
-    rows = {r[0]: r[1:] for r in floors.targets(raw, {"step LSTM 128": 5.85e-6})}
+    rows = {r[0]: r[1:] for r in floors.targets(raw, {"step LSTM 128": 5.85e-6,
+                                                       "process LSTM 1->16, per step": 32e-9})}
     # 6.6 / 36 = 0.18x, over 0.10x; the floor 5.85 / 36 = 0.16x is over it too
     assert rows["step LSTM 128 <= 0.1x torch"] == ("0.18x", "0.16x", "no", "no")
     # 6.6 / 18 = 0.37x, over 0.35x; the floor 5.85 / 18 = 0.325x is within it
@@ -53,5 +55,8 @@ def test_floors_judges_each_target_and_whether_its_floor_allows_it():
     assert rows["start-up RSS <= 150 MB"] == ("110 MB", "-", "yes", "-")
     assert rows["start-up <= 3x onnxruntime's"] == ("2.50x", "-", "yes", "-")
     assert rows["int8 step <= 0.5x float32, LSTM 1024 (issue 5)"] == ("0.40x", "-", "yes", "-")
+    # a per-sample floor leaves out the step's chain: marked, as an optimistic one
+    assert rows["process LSTM 1->16 <= 0.1x torch"] == ("0.16x", "0.08x", "no", "yes*")
+    assert rows["process LSTM 1->16 <= 120 ns a step"] == ("60 ns", "32 ns", "yes", "yes*")
     # workloads the numbers lack are left out, not guessed
-    assert not any(name.startswith(("run", "process", "step LSTM 32")) for name in rows)
+    assert not any(name.startswith(("run", "step LSTM 32", "process LSTM 1->32")) for name in rows)
