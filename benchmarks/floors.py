@@ -197,13 +197,18 @@ TARGETS = [
 ]
 
 
+def _per_reference(t: Target, raw: dict) -> float:
+    """What a time is divided by for this target: the reference runtime's time, or 1."""
+    return raw[t.key][t.ref] if t.ref else 1.0
+
+
 def _value(t: Target, raw: dict) -> float:
     """The target's measured value from compare.py's numbers."""
     r = raw[t.key]
     if t.pick is not None:
         return t.pick(r)
     mine = r if not isinstance(r, dict) else r["tinyrnn"]  # (the RTNeural entries are tinyrnn's time alone)
-    return mine / r[t.ref] if t.ref else mine
+    return mine / _per_reference(t, raw)
 
 
 def _show(value: float, unit: str) -> str:
@@ -230,7 +235,7 @@ def targets(raw: dict, floors: dict[str, float]) -> list[tuple[str, str, str, st
         met = value >= t.bound if t.at_least else value <= t.bound
         floor, within = "-", "-"
         if t.floor_row in floors:
-            f = floors[t.floor_row] / (raw[t.key][t.ref] if t.ref else 1.0)
+            f = floors[t.floor_row] / _per_reference(t, raw)
             ok = f >= t.bound if t.at_least else f <= t.bound
             floor, within = _show(f, t.unit), ("yes*" if t.optimistic else "yes") if ok else "no"
         rows.append((t.what, _show(value, t.unit), floor, "yes" if met else "no", within))

@@ -67,7 +67,7 @@ def test_floors_judges_a_recorded_run_as_results_md_says():
     ]
 
 
-def test_floors_leaves_out_what_a_run_lacks_and_reads_a_lower_bound_both_ways():
+def test_floors_leaves_out_what_a_run_lacks_and_reads_a_lower_bound_as_one():
     floors = _floors_module()
     raw = {"step LSTM 128": {"tinyrnn": 6.6e-6, "torch": 36e-6, "onnxruntime": 18e-6},
            "batch threads": {"one thread": 1.0, "two threads": 0.55, "speed-up": 1.82}}
